@@ -1,0 +1,81 @@
+import { existsSync, readFileSync } from "node:fs";
+import { join, resolve } from "node:path";
+
+/** Where the shared conformance material lives (README, scope.json, cases/*.json). */
+export const CONFORMANCE_DIR = resolve(process.env.CONFORMANCE_DIR ?? join(import.meta.dir, "..", "..", "..", "..", "shared", "conformance"));
+export const AREAS = ["rpc", "auth", "errors"] as const;
+export type Area = (typeof AREAS)[number];
+
+export type ConfigValue = string | number | boolean | null;
+
+export interface CaseRequest {
+  method: string;
+  path: string;
+  headers?: Record<string, string>;
+  body?: unknown;
+  body_raw?: string;
+  jwt?: { sign_with: string; payload: Record<string, unknown> };
+}
+
+export interface JsonPathCheck {
+  path: string;
+  equals?: unknown;
+  present?: boolean;
+  exists?: boolean;
+  absent?: boolean;
+}
+
+export interface CaseExpect {
+  status: number;
+  status_text?: string;
+  headers?: Record<string, string>;
+  headers_absent?: string[];
+  body_exact?: unknown;
+  body_raw?: string;
+  body_jsonpath?: JsonPathCheck[];
+}
+
+export interface ConformanceCase {
+  id: number;
+  area: Area;
+  feature: string;
+  schema: string;
+  config?: Record<string, ConfigValue>;
+  request: CaseRequest;
+  expect: CaseExpect;
+  source?: string;
+}
+
+interface Scope {
+  missing: Record<string, string>;
+  out_of_scope: Record<string, string>;
+  needs_relation_reads: number[];
+}
+
+export interface Suite {
+  /** Every transcribed case, in file order per area. */
+  all: ConformanceCase[];
+  /** The cases that count toward the target: all minus out_of_scope and missing. */
+  counted: ConformanceCase[];
+  scope: Scope;
+  /** id → one-line reason, from tests/conformance/expected-failures.json. */
+  expectedFailures: Map<number, string>;
+}
+
+const EXPECTED_FAILURES_FILE = join(import.meta.dir, "..", "expected-failures.json");
+
+export function loadSuite(): Suite {
+  if (!existsSync(join(CONFORMANCE_DIR, "scope.json"))) {
+    throw new Error(`conformance material not found in ${CONFORMANCE_DIR} (set CONFORMANCE_DIR)`);
+  }
+  const scope = JSON.parse(readFileSync(join(CONFORMANCE_DIR, "scope.json"), "utf8")) as Scope;
+  const all = AREAS.flatMap((area) => {
+    const raw = JSON.parse(readFileSync(join(CONFORMANCE_DIR, "cases", `${area}.json`), "utf8")) as Omit<ConformanceCase, "area">[];
+    return raw.map((c) => ({ ...c, area }));
+  });
+  const excluded = new Set([...Object.keys(scope.out_of_scope), ...Object.keys(scope.missing)].map(Number));
+  const counted = all.filter((c) => !excluded.has(c.id));
+  const listed = JSON.parse(readFileSync(EXPECTED_FAILURES_FILE, "utf8")) as Record<string, string>;
+  const expectedFailures = new Map(Object.entries(listed).map(([id, reason]) => [Number(id), reason] as const));
+  return { all, counted, scope, expectedFailures };
+}
