@@ -1,0 +1,98 @@
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { adminSql, findings, newUser, rpc, rpcOk, submit, tenantWithRules, type TenantFixture, type TestUser } from "./support";
+
+const sql = adminSql();
+afterAll(() => sql.end());
+
+let t: TenantFixture;
+let viewer: TestUser;
+let auditor: TestUser;
+
+beforeAll(async () => {
+  t = await tenantWithRules(sql, "owner");
+  viewer = await newUser(sql, "viewer");
+  auditor = await newUser(sql, "auditor");
+  await rpcOk(sql, t.admin.id, "add_member", { tenant_id: t.tenantId, email: viewer.email.toUpperCase(), role: "viewer" });
+  await rpcOk(sql, t.admin.id, "add_member", { tenant_id: t.tenantId, email: ` ${auditor.email} `, role: "auditor" });
+});
+
+describe("membership roles", () => {
+  test("create_tenant makes the creator its only admin", async () => {
+    const user = await newUser(sql, "creator");
+    const tenant = await rpcOk(sql, user.id, "create_tenant", { name: "  Contoso  " });
+    expect(tenant).toMatchObject({ name: "Contoso", role: "admin" });
+    expect(await rpcOk(sql, user.id, "list_members", { tenant_id: tenant.id })).toEqual([
+      expect.objectContaining({ user_id: user.id, email: user.email, role: "admin" }),
+    ]);
+  });
+
+  test("viewer reads but may not submit, request scans, manage members or rules (403)", async () => {
+    await submit(sql, t.admin.id, t.tenantId, ["pass", "fail"]);
+    expect((await rpc(sql, viewer.id, "latest_scan", { tenant_id: t.tenantId })).status).toBe(200);
+    expect((await rpc(sql, viewer.id, "list_scans", { tenant_id: t.tenantId })).status).toBe(200);
+    expect((await rpc(sql, viewer.id, "rule_trend", { tenant_id: t.tenantId })).status).toBe(200);
+    expect((await rpc(sql, viewer.id, "list_members", { tenant_id: t.tenantId })).status).toBe(200);
+    for (const [fn, args] of [
+      ["submit_scan", { tenant_id: t.tenantId, framework: "cis-m365", findings: findings(["pass"]) }],
+      ["request_scan", { tenant_id: t.tenantId, framework: "cis-m365" }],
+      ["add_member", { tenant_id: t.tenantId, email: viewer.email, role: "admin" }],
+      ["upsert_rules", { tenant_id: t.tenantId, framework: "cis-m365", rules: [{ key: "9.9", title: "x", severity: "low" }] }],
+      ["remove_member", { tenant_id: t.tenantId, user_id: auditor.id }],
+    ] as const) {
+      const result = await rpc(sql, viewer.id, fn, args);
+      expect({ fn, status: result.status, code: result.error?.code }).toEqual({ fn, status: 403, code: "PT403" });
+    }
+  });
+
+  test("auditor submits and requests scans but may not manage members or rules", async () => {
+    expect((await rpc(sql, auditor.id, "submit_scan", { tenant_id: t.tenantId, framework: "cis-m365", findings: findings(["pass"]) })).status).toBe(200);
+    expect((await rpc(sql, auditor.id, "request_scan", { tenant_id: t.tenantId, framework: "cis-m365" })).status).toBe(200);
+    expect((await rpc(sql, auditor.id, "add_member", { tenant_id: t.tenantId, email: auditor.email, role: "admin" })).status).toBe(403);
+    expect((await rpc(sql, auditor.id, "upsert_rules", { tenant_id: t.tenantId, framework: "cis-m365", rules: [{ key: "9.9", title: "x", severity: "low" }] })).status).toBe(403);
+  });
+
+  test("admin changes roles; the last admin can be neither demoted nor removed (409)", async () => {
+    const f = await tenantWithRules(sql, "solo");
+    const demote = await rpc(sql, f.admin.id, "add_member", { tenant_id: f.tenantId, email: f.admin.email, role: "viewer" });
+    expect(demote).toMatchObject({ status: 409, error: { code: "PT409" } });
+    const remove = await rpc(sql, f.admin.id, "remove_member", { tenant_id: f.tenantId, user_id: f.admin.id });
+    expect(remove).toMatchObject({ status: 409, error: { code: "PT409" } });
+
+    const second = await newUser(sql, "second");
+    await rpcOk(sql, f.admin.id, "add_member", { tenant_id: f.tenantId, email: second.email, role: "auditor" });
+    const promoted = await rpcOk(sql, f.admin.id, "add_member", { tenant_id: f.tenantId, email: second.email, role: "admin" });
+    expect(promoted).toMatchObject({ role: "admin", previous_role: "auditor" });
+    // with two admins, the first may step down
+    expect(await rpcOk(sql, f.admin.id, "add_member", { tenant_id: f.tenantId, email: f.admin.email, role: "viewer" })).toMatchObject({ role: "viewer" });
+    expect((await rpc(sql, f.admin.id, "add_member", { tenant_id: f.tenantId, email: f.admin.email, role: "admin" })).status).toBe(403);
+  });
+
+  test("a member may leave; a removed member loses access as if the tenant did not exist", async () => {
+    const f = await tenantWithRules(sql, "leaver-tenant");
+    const leaver = await newUser(sql, "leaver");
+    const kicked = await newUser(sql, "kicked");
+    for (const u of [leaver, kicked]) await rpcOk(sql, f.admin.id, "add_member", { tenant_id: f.tenantId, email: u.email, role: "auditor" });
+    const scan = await submit(sql, kicked.id, f.tenantId, ["pass"]);
+
+    expect(await rpcOk(sql, leaver.id, "remove_member", { tenant_id: f.tenantId, user_id: leaver.id })).toMatchObject({ role: "auditor" });
+    expect(await rpcOk(sql, f.admin.id, "remove_member", { tenant_id: f.tenantId, user_id: kicked.id })).toMatchObject({ role: "auditor" });
+    for (const u of [leaver, kicked]) {
+      expect((await rpc(sql, u.id, "latest_scan", { tenant_id: f.tenantId })).status).toBe(404);
+      expect((await rpc(sql, u.id, "scan", { scan_id: scan.id })).status).toBe(404);
+    }
+    expect((await rpc(sql, f.admin.id, "remove_member", { tenant_id: f.tenantId, user_id: kicked.id })).status).toBe(404);
+  });
+
+  test("add_member: unknown email 404, bad role or email 400", async () => {
+    expect((await rpc(sql, t.admin.id, "add_member", { tenant_id: t.tenantId, email: "nobody-here@example.com", role: "viewer" })).status).toBe(404);
+    expect((await rpc(sql, t.admin.id, "add_member", { tenant_id: t.tenantId, email: viewer.email, role: "owner" })).error?.code).toBe("22023");
+    expect((await rpc(sql, t.admin.id, "add_member", { tenant_id: t.tenantId, email: viewer.email, role: null })).error?.code).toBe("22023");
+    expect((await rpc(sql, t.admin.id, "add_member", { tenant_id: t.tenantId, email: "x".repeat(300), role: "viewer" })).error?.code).toBe("22023");
+  });
+
+  test("create_tenant rejects blank and over-long names", async () => {
+    for (const name of [null, "", "   ", "n".repeat(201)]) {
+      expect((await rpc(sql, t.admin.id, "create_tenant", { name })).status).toBe(400);
+    }
+  });
+});
