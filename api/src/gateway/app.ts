@@ -1,0 +1,180 @@
+import { Elysia } from "elysia";
+import postgres from "postgres";
+import type { ApiConfig } from "../config";
+import { Admission } from "./admission";
+import { MemoryResponseCache, RedisResponseCache, type ResponseCache } from "./cache";
+import { FunctionCatalog } from "./catalog";
+import { Cors } from "./cors";
+import { docsAsset, docsPage, DOCS_ASSET_PREFIX } from "./docs";
+import { ApiError, gatewayErrors } from "./errors";
+import { healthReport } from "./health";
+import { JwtService } from "./jwt";
+import { buildOpenApi } from "./openapi";
+import { FallbackRateLimiter, MemoryRateLimiter, RedisRateLimiter, type RateLimiter } from "./rate-limit";
+import { connectRedis, type RedisLink } from "./redis";
+import { RpcHandler, type RequestNotes } from "./rpc";
+import { SessionGuard } from "./sessions";
+import { Upstream, UpstreamFailure, type UpstreamFetch } from "./upstream";
+
+export interface GatewayOptions {
+  config: ApiConfig;
+  /** Where /rpc goes: the engine's fetch seam, or global fetch to PostgREST's URL. */
+  upstream: { url: string; fetch: UpstreamFetch; kind: "postgrest" | "engine" };
+  /** Sink for the JSON log lines (default: stdout). */
+  log?: (line: string) => void;
+  version?: string;
+}
+
+export interface RequestInfo {
+  /** The peer address as the server saw it (X-Forwarded-For is used only with TRUST_PROXY). */
+  clientIp?: string;
+}
+
+export interface Gateway {
+  /** The whole API as a web-standard handler. */
+  handle(request: Request, info?: RequestInfo): Promise<Response>;
+  /** Resolves once the function catalogue has loaded (or failed once and is retrying). */
+  ready(): Promise<void>;
+  close(): Promise<void>;
+}
+
+const REQUEST_ID = /^[A-Za-z0-9._:@-]{1,128}$/;
+
+/**
+ * The API on port 8000: Elysia routes in front of PostgREST / the embedded engine. Runtime
+ * neutral (Request in, Response out); Bun appears only in server.ts.
+ */
+export async function createGateway(options: GatewayOptions): Promise<Gateway> {
+  const { config } = options;
+  const sink = options.log ?? ((line: string) => process.stdout.write(line + "\n"));
+  const log = (event: Record<string, unknown>) => sink(JSON.stringify({ time: new Date().toISOString(), ...event }));
+
+  // Two connections suffice: the catalogue (plus its LISTEN) and health probes.
+  const sql = postgres(config.databaseUrl, { max: 2, idle_timeout: 60, connect_timeout: 2, onnotice: () => {} });
+  const redis: RedisLink | undefined = config.redisUrl ? connectRedis(config.redisUrl, { log }) : undefined;
+  if (!redis) log({ event: "redis_not_configured", detail: "cache, rate limits and session state are kept in this process only" });
+
+  const upstream = new Upstream(options.upstream.url, options.upstream.fetch, config.upstreamTimeoutMs);
+  const jwt = new JwtService(config.jwt.secret, config.jwt.audience, config.jwt.accessTokenTtlSeconds);
+  const askDatabase = async (token: string) => {
+    const response = await upstream.send({
+      method: "GET",
+      target: { rpc: "session_active" },
+      schema: "api",
+      headers: new Headers({ authorization: `Bearer ${token}` }),
+    });
+    if (response.status === 200) return response.data === true;
+    if (response.status === 401 || response.status === 403) return false;
+    throw new UpstreamFailure(fromUpstreamError(response.status, response.error));
+  };
+  const sessions = new SessionGuard(redis, askDatabase, {
+    localTtlMs: config.sessions.localTtlMs,
+    redisActiveTtlSeconds: config.sessions.redisActiveTtlSeconds,
+    revokedTtlSeconds: config.jwt.accessTokenTtlSeconds + 60,
+    log,
+  });
+  const cache: ResponseCache = redis ? new RedisResponseCache(redis) : new MemoryResponseCache();
+  const limiter: RateLimiter = redis ? new FallbackRateLimiter(new RedisRateLimiter(redis), redis) : new MemoryRateLimiter();
+  const admission = new Admission(config.admission.signInConcurrency, config.admission.signInQueue, config.admission.signInQueueTimeoutMs);
+  const catalog = new FunctionCatalog(sql, config.schemas, config.anonRole, log);
+  const catalogReady = catalog.start();
+  const rpc = new RpcHandler({ config, jwt, sessions, upstream, cache, limiter, admission, catalog, log });
+  const cors = new Cors(config.corsOrigins);
+  const notesOf = new WeakMap<Request, RequestNotes>();
+
+  const guarded = async (work: () => Promise<Response>): Promise<Response> => {
+    try {
+      return await work();
+    } catch (error) {
+      return errorResponse(error, log);
+    }
+  };
+
+  const app = new Elysia()
+    .get("/health", () =>
+      healthReport({
+        sql,
+        redis,
+        upstreamKind: options.upstream.kind,
+        // Anonymous call of a function the anonymous role may not run: exercises the whole
+        // upstream path (HTTP, pool, database) without touching data.
+        upstream: () => options.upstream.fetch(`${options.upstream.url}/rpc/session_active`, { method: "GET", headers: { "Accept-Profile": "api" } }),
+      }),
+    )
+    .get("/docs", () => docsPage())
+    .get("/docs/", () => docsPage())
+    .get("/docs/json", async () => {
+      if (!catalog.isLoaded()) await catalog.reload();
+      if (!catalog.isLoaded()) return gatewayErrors.upstreamUnavailable("the function catalogue could not be read").toResponse();
+      return Response.json(buildOpenApi(catalog.all(), { defaultSchema: config.schemas[0]!, version: options.version ?? "0.1.0" }));
+    })
+    .get(`${DOCS_ASSET_PREFIX}:file`, ({ params, request }) => docsAsset(params.file) ?? gatewayErrors.notFound(new URL(request.url).pathname).toResponse())
+    .all("/rpc/:fn", ({ request, params }) => guarded(() => rpc.rpc(request, params.fn, notesOf.get(request) ?? {})), { parse: "none" })
+    .all("/:relation", ({ request, params }) => guarded(() => rpc.relation(request, params.relation)), { parse: "none" })
+    .onError(({ code, request }) => {
+      if (code === "NOT_FOUND") return gatewayErrors.notFound(new URL(request.url).pathname).toResponse();
+      return gatewayErrors.internal().toResponse();
+    });
+
+  async function handle(request: Request, info: RequestInfo = {}): Promise<Response> {
+    const started = performance.now();
+    const incoming = request.headers.get("x-request-id");
+    const requestId = incoming && REQUEST_ID.test(incoming) ? incoming : crypto.randomUUID();
+    const notes: RequestNotes = { clientIp: clientIp(request, info, config.trustProxy) };
+    notesOf.set(request, notes);
+
+    let response = cors.preflight(request) ?? (await guarded(() => app.handle(request)));
+    try {
+      response.headers.set("X-Request-Id", requestId);
+    } catch {
+      // Responses built by fetch have immutable headers.
+      response = new Response(response.body, response);
+      response.headers.set("X-Request-Id", requestId);
+    }
+    cors.decorate(request, response.headers);
+
+    if (config.logRequests) {
+      const path = request.url.slice(request.url.indexOf("/", 8)).split("?")[0];
+      log({
+        event: "request",
+        method: request.method,
+        path,
+        status: response.status,
+        duration_ms: Math.round((performance.now() - started) * 100) / 100,
+        request_id: requestId,
+        ...(notes.cache ? { cache: notes.cache } : {}),
+        ...(notes.clientIp ? { client_ip: notes.clientIp } : {}),
+      });
+    }
+    return response;
+  }
+
+  return {
+    handle,
+    ready: () => catalogReady,
+    async close() {
+      catalog.stop();
+      await redis?.close();
+      await sql.end({ timeout: 1 });
+    },
+  };
+}
+
+function clientIp(request: Request, info: RequestInfo, trustProxy: boolean): string | undefined {
+  if (trustProxy) {
+    const forwarded = request.headers.get("x-forwarded-for")?.split(",")[0]?.trim();
+    if (forwarded) return forwarded;
+  }
+  return info.clientIp;
+}
+
+function fromUpstreamError(status: number, error: { code?: string; message?: string; details?: string | null; hint?: string | null } | null): ApiError {
+  return new ApiError(status >= 500 ? status : 503, error?.code ?? "PGRST001", error?.message ?? "Upstream error", error?.details ?? null, error?.hint ?? null);
+}
+
+function errorResponse(error: unknown, log: (event: Record<string, unknown>) => void): Response {
+  if (error instanceof ApiError) return error.toResponse();
+  if (error instanceof UpstreamFailure) return error.apiError.toResponse();
+  log({ event: "unhandled_error", error: error instanceof Error ? error.message : String(error) });
+  return gatewayErrors.internal().toResponse();
+}

@@ -1,0 +1,41 @@
+/**
+ * Which cached GET answers a successful write evicts.
+ *
+ * Generic rule (what the compliance functions rely on): an answer whose arguments include
+ * `tenant_id` is tagged `tenant:<tenant_id>`, and a successful POST to any function whose
+ * arguments include `tenant_id` evicts that tag. The table below adds explicit rules for writes
+ * whose arguments do not name the tenant.
+ */
+export interface CacheRule {
+  /** Extra tags a successful POST to this function evicts, computed from its arguments. */
+  evicts: (args: Record<string, unknown>) => string[];
+}
+
+export const TAG_ARGUMENTS = ["tenant_id"] as const;
+
+export const EXPLICIT_RULES: Record<string, CacheRule> = {};
+
+/**
+ * Functions never cached although STABLE: their answer is the revocation or identity state the
+ * gateway must see fresh (session_active, validate_token), or changes on every sign-in (me).
+ */
+export const NEVER_CACHED = new Set(["session_active", "validate_token", "me"]);
+
+/** Tags of a GET answer, from its arguments. */
+export function tagsForRead(args: Record<string, unknown>): string[] {
+  const tags: string[] = [];
+  for (const name of TAG_ARGUMENTS) {
+    const value = args[name];
+    if (typeof value === "string" && value !== "") tags.push(`tenant:${value}`);
+  }
+  return tags;
+}
+
+/** Tags a successful POST evicts, from its function name and arguments. */
+export function tagsForWrite(fn: string, args: unknown): string[] {
+  const record = args !== null && typeof args === "object" && !Array.isArray(args) ? (args as Record<string, unknown>) : {};
+  const tags = tagsForRead(record);
+  const rule = EXPLICIT_RULES[fn];
+  if (rule) tags.push(...rule.evicts(record));
+  return [...new Set(tags)];
+}

@@ -1,0 +1,134 @@
+import { createHash } from "node:crypto";
+import type { RedisLink } from "./redis";
+
+/** A cached upstream answer: status, the headers worth replaying, body. */
+export interface CachedResponse {
+  status: number;
+  headers: [string, string][];
+  body: string;
+}
+
+export interface CacheLookup {
+  hit?: CachedResponse;
+  /** Tag versions seen before the upstream call; a store only succeeds if none moved since. */
+  versions: string[];
+}
+
+/**
+ * The GET /rpc answer cache. Entries are tagged; evicting a tag bumps its version, so an
+ * answer computed while a write was evicting (read before, stored after) is never stored.
+ */
+export interface ResponseCache {
+  lookup(key: string, tags: string[]): Promise<CacheLookup>;
+  store(key: string, tags: string[], versions: string[], value: CachedResponse, ttlMs: number): Promise<void>;
+  evict(tags: string[]): Promise<void>;
+  /** Whether a lookup now can hit (false while Redis is away: answers bypass the cache). */
+  available(): boolean;
+}
+
+const entryKey = (key: string) => `rc:${createHash("sha1").update(key).digest("base64url")}`;
+const tagKey = (tag: string) => `rctag:${tag}`;
+const versionKey = (tag: string) => `rcver:${tag}`;
+
+const STORE_SCRIPT = `
+local n = tonumber(ARGV[3])
+for i = 1, n do
+  local v = redis.call('GET', KEYS[1 + n + i]) or '0'
+  if v ~= ARGV[3 + i] then return 0 end
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+for i = 1, n do
+  redis.call('SADD', KEYS[1 + i], KEYS[1])
+  if redis.call('PTTL', KEYS[1 + i]) < tonumber(ARGV[2]) then redis.call('PEXPIRE', KEYS[1 + i], ARGV[2]) end
+end
+return 1`;
+
+const EVICT_SCRIPT = `
+local members = redis.call('SMEMBERS', KEYS[1])
+for _, k in ipairs(members) do redis.call('DEL', k) end
+redis.call('DEL', KEYS[1])
+redis.call('INCR', KEYS[2])
+redis.call('EXPIRE', KEYS[2], 86400)
+return #members`;
+
+export class RedisResponseCache implements ResponseCache {
+  /** Evictions Redis missed while it was away, replayed when it returns. */
+  private readonly pending = new Set<string>();
+
+  constructor(private readonly redis: RedisLink) {
+    redis.client.on("ready", () => {
+      if (this.pending.size === 0) return;
+      const tags = [...this.pending];
+      this.pending.clear();
+      void this.evict(tags);
+    });
+  }
+
+  available() {
+    return this.redis.ready();
+  }
+
+  async lookup(key: string, tags: string[]): Promise<CacheLookup> {
+    const values = await this.redis.client.mget(entryKey(key), ...tags.map(versionKey));
+    const [entry, ...versions] = values;
+    return {
+      hit: entry ? (JSON.parse(entry) as CachedResponse) : undefined,
+      versions: versions.map((v) => v ?? "0"),
+    };
+  }
+
+  async store(key: string, tags: string[], versions: string[], value: CachedResponse, ttlMs: number): Promise<void> {
+    const keys = [entryKey(key), ...tags.map(tagKey), ...tags.map(versionKey)];
+    await this.redis.client.eval(STORE_SCRIPT, keys.length, ...keys, JSON.stringify(value), String(ttlMs), String(tags.length), ...versions);
+  }
+
+  async evict(tags: string[]): Promise<void> {
+    if (tags.length === 0) return;
+    try {
+      if (!this.redis.ready()) throw new Error("redis not ready");
+      await Promise.all(tags.map((tag) => this.redis.client.eval(EVICT_SCRIPT, 2, tagKey(tag), versionKey(tag))));
+    } catch {
+      for (const tag of tags) this.pending.add(tag);
+    }
+  }
+}
+
+/** The cache without Redis (`bun run dev` where redis-server is missing): this process only. */
+export class MemoryResponseCache implements ResponseCache {
+  private readonly entries = new Map<string, { value: CachedResponse; until: number }>();
+  private readonly tagged = new Map<string, Set<string>>();
+  private readonly versions = new Map<string, number>();
+
+  constructor(private readonly maxEntries = 10_000) {}
+
+  available() {
+    return true;
+  }
+
+  async lookup(key: string, tags: string[]): Promise<CacheLookup> {
+    const entry = this.entries.get(key);
+    let hit: CachedResponse | undefined;
+    if (entry && entry.until > Date.now()) hit = entry.value;
+    else if (entry) this.entries.delete(key);
+    return { hit, versions: tags.map((t) => String(this.versions.get(t) ?? 0)) };
+  }
+
+  async store(key: string, tags: string[], versions: string[], value: CachedResponse, ttlMs: number): Promise<void> {
+    if (tags.some((t, i) => String(this.versions.get(t) ?? 0) !== versions[i])) return;
+    if (this.entries.size >= this.maxEntries) this.entries.clear();
+    this.entries.set(key, { value, until: Date.now() + ttlMs });
+    for (const tag of tags) {
+      let keys = this.tagged.get(tag);
+      if (!keys) this.tagged.set(tag, (keys = new Set()));
+      keys.add(key);
+    }
+  }
+
+  async evict(tags: string[]): Promise<void> {
+    for (const tag of tags) {
+      for (const key of this.tagged.get(tag) ?? []) this.entries.delete(key);
+      this.tagged.delete(tag);
+      this.versions.set(tag, (this.versions.get(tag) ?? 0) + 1);
+    }
+  }
+}

@@ -1,0 +1,144 @@
+import { compactVerify, decodeProtectedHeader, SignJWT } from "jose";
+import { ApiError } from "./errors";
+
+/** Claims the gateway reads from an access token. Anything else is passed through untouched. */
+export interface AccessClaims {
+  sub?: string;
+  role?: string;
+  sid?: string;
+  email?: string;
+  exp?: number;
+  [claim: string]: unknown;
+}
+
+export interface VerifiedToken {
+  token: string;
+  claims: AccessClaims;
+}
+
+/** PostgREST tolerates this much clock difference on exp, nbf and iat. */
+const CLOCK_SKEW_SECONDS = 30;
+const HMAC_ALGORITHMS = ["HS256", "HS384", "HS512"];
+const VERIFIED_CACHE_MAX = 20_000;
+
+function jwtError(code: "PGRST301" | "PGRST303", message: string, details: string | null = null): ApiError {
+  return new ApiError(401, code, message, details, null, {
+    "WWW-Authenticate": `Bearer error="invalid_token", error_description=${JSON.stringify(message)}`,
+  });
+}
+
+const decoder = new TextDecoder();
+
+/**
+ * Verifies bearer tokens the way PostgREST does (same checks, same codes and messages), so a
+ * client sees identical errors whether the gateway or PostgREST refuses a token; and mints the
+ * access tokens that sign_in / issue_token hand out.
+ */
+export class JwtService {
+  private readonly key: Uint8Array;
+  /** token → claims, for tokens already verified; bounded, and re-checked for expiry on each hit. */
+  private readonly verified = new Map<string, AccessClaims>();
+
+  constructor(
+    secret: string,
+    private readonly audience: string | undefined,
+    private readonly accessTtlSeconds: number,
+  ) {
+    this.key = new TextEncoder().encode(secret);
+  }
+
+  /** The token from an Authorization header, undefined for none, or a PostgREST 401. */
+  async verifyHeader(authorization: string | null): Promise<VerifiedToken | undefined> {
+    if (authorization === null) return undefined;
+    const match = /^bearer\s?(.*)$/is.exec(authorization.trim());
+    // PostgREST ignores Authorization schemes other than Bearer (the request stays anonymous).
+    if (!match) return undefined;
+    const token = (match[1] ?? "").trim();
+    if (token === "") throw jwtError("PGRST301", "Empty JWT is sent in Authorization header");
+    const claims = await this.verify(token);
+    return { token, claims };
+  }
+
+  async verify(token: string): Promise<AccessClaims> {
+    const now = Math.floor(Date.now() / 1000);
+    const cached = this.verified.get(token);
+    if (cached) {
+      this.checkTimes(cached, now);
+      return cached;
+    }
+    const parts = token.split(".");
+    if (parts.length !== 3) throw jwtError("PGRST301", `Expected 3 parts in JWT; got ${parts.length}`);
+    let alg: unknown;
+    try {
+      alg = decodeProtectedHeader(token).alg;
+    } catch {
+      throw jwtError("PGRST301", "JWT cryptographic operation failed");
+    }
+    if (alg === "none") {
+      throw jwtError("PGRST301", "Wrong or unsupported encoding algorithm", "JWT is unsecured but expected 'alg' was not 'none'");
+    }
+    if (typeof alg !== "string" || !HMAC_ALGORITHMS.includes(alg)) {
+      throw jwtError("PGRST301", "No suitable key or wrong key type", "None of the keys was able to decode the JWT");
+    }
+    let payload: Uint8Array;
+    try {
+      ({ payload } = await compactVerify(token, this.key, { algorithms: HMAC_ALGORITHMS }));
+    } catch {
+      throw jwtError("PGRST301", "No suitable key or wrong key type", "None of the keys was able to decode the JWT");
+    }
+    let claims: unknown;
+    try {
+      claims = JSON.parse(decoder.decode(payload));
+    } catch {
+      throw jwtError("PGRST301", "JWT cryptographic operation failed");
+    }
+    if (claims === null || typeof claims !== "object" || Array.isArray(claims)) {
+      throw jwtError("PGRST303", "Parsing claims failed");
+    }
+    const typed = claims as AccessClaims;
+    this.checkClaimTypes(typed);
+    this.checkTimes(typed, now);
+    this.checkAudience(typed);
+    if (this.verified.size >= VERIFIED_CACHE_MAX) this.verified.clear();
+    this.verified.set(token, typed);
+    return typed;
+  }
+
+  private checkClaimTypes(claims: AccessClaims) {
+    for (const name of ["exp", "nbf", "iat"]) {
+      if (claims[name] !== undefined && typeof claims[name] !== "number") {
+        throw jwtError("PGRST303", `The JWT '${name}' claim must be a number`);
+      }
+    }
+    const aud = claims.aud;
+    if (aud !== undefined && typeof aud !== "string" && !(Array.isArray(aud) && aud.every((a) => typeof a === "string"))) {
+      throw jwtError("PGRST303", "The JWT 'aud' claim must be a string or an array of strings");
+    }
+  }
+
+  private checkTimes(claims: AccessClaims, now: number) {
+    if (typeof claims.exp === "number" && now - CLOCK_SKEW_SECONDS >= claims.exp) throw jwtError("PGRST303", "JWT expired");
+    if (typeof claims.nbf === "number" && now + CLOCK_SKEW_SECONDS < claims.nbf) throw jwtError("PGRST303", "JWT not yet valid");
+    if (typeof claims.iat === "number" && now + CLOCK_SKEW_SECONDS < claims.iat) throw jwtError("PGRST303", "JWT issued at future");
+  }
+
+  private checkAudience(claims: AccessClaims) {
+    if (this.audience === undefined || claims.aud === undefined) return;
+    const auds = Array.isArray(claims.aud) ? (claims.aud as string[]) : [claims.aud as string];
+    // PostgREST ignores an empty audience list, and refuses a token naming only other audiences.
+    if (Array.isArray(claims.aud) && auds.length === 0) return;
+    if (!auds.includes(this.audience)) throw jwtError("PGRST303", "JWT not in audience");
+  }
+
+  /** An access token for a session that sign_in or issue_token just opened or rotated. */
+  async mintAccessToken(user: { id: string; email: string }, sessionId: string): Promise<{ token: string; expiresIn: number }> {
+    const now = Math.floor(Date.now() / 1000);
+    const jwt = new SignJWT({ role: "authenticated", sid: sessionId, email: user.email })
+      .setProtectedHeader({ alg: "HS256", typ: "JWT" })
+      .setSubject(user.id)
+      .setIssuedAt(now)
+      .setExpirationTime(now + this.accessTtlSeconds);
+    if (this.audience !== undefined) jwt.setAudience(this.audience);
+    return { token: await jwt.sign(this.key), expiresIn: this.accessTtlSeconds };
+  }
+}

@@ -1,0 +1,176 @@
+import type { CatalogArgument, CatalogFunction } from "./catalog";
+
+type Schema = Record<string, unknown>;
+
+/** JSON Schema of a PostgreSQL type as PostgREST renders it in JSON. */
+export function jsonSchemaOf(pgType: string): Schema {
+  if (pgType.endsWith("[]")) return { type: "array", items: jsonSchemaOf(pgType.slice(0, -2)) };
+  const base = pgType.replace(/\(.*\)$/, "");
+  switch (base) {
+    case "smallint":
+    case "integer":
+      return { type: "integer", format: "int32" };
+    case "bigint":
+      return { type: "integer", format: "int64" };
+    case "numeric":
+    case "real":
+    case "double precision":
+      return { type: "number" };
+    case "boolean":
+      return { type: "boolean" };
+    case "json":
+    case "jsonb":
+      return { description: `${base} value` };
+    case "uuid":
+      return { type: "string", format: "uuid" };
+    case "date":
+      return { type: "string", format: "date" };
+    case "timestamp with time zone":
+    case "timestamp without time zone":
+      return { type: "string", format: "date-time" };
+    default:
+      return { type: "string", description: pgType };
+  }
+}
+
+const ERROR_SCHEMA = {
+  type: "object",
+  description: "PostgREST's error shape, also used for the gateway's own errors.",
+  required: ["code", "details", "hint", "message"],
+  properties: {
+    code: { type: "string", example: "PGRST301" },
+    details: { type: "string", nullable: true },
+    hint: { type: "string", nullable: true },
+    message: { type: "string" },
+  },
+};
+
+const TOKEN_SCHEMA = {
+  type: "object",
+  description: "A session: a short-lived access token (JWT) and a refresh token for issue_token.",
+  required: ["access_token", "token_type", "expires_in", "refresh_token", "refresh_expires_at", "user"],
+  properties: {
+    access_token: { type: "string", description: "HS256 JWT: sub, role, sid, email, iat, exp, aud" },
+    token_type: { type: "string", enum: ["bearer"] },
+    expires_in: { type: "integer", description: "seconds" },
+    refresh_token: { type: "string" },
+    refresh_expires_at: { type: "string", format: "date-time" },
+    user: { $ref: "#/components/schemas/User" },
+  },
+};
+
+const USER_SCHEMA = {
+  type: "object",
+  properties: {
+    id: { type: "string", format: "uuid" },
+    email: { type: "string" },
+    first_name: { type: "string" },
+    last_name: { type: "string" },
+    last_login_at: { type: "string", format: "date-time", nullable: true },
+    created_at: { type: "string", format: "date-time" },
+  },
+};
+
+/** Functions whose answer the gateway rewrites into the token shape. */
+const TOKEN_FUNCTIONS = new Set(["sign_in", "issue_token"]);
+const RATE_LIMITED = new Set(["sign_in", "sign_up"]);
+
+const errorResponse = (description: string) => ({
+  description,
+  content: { "application/json": { schema: { $ref: "#/components/schemas/Error" } } },
+});
+
+function resultSchema(fn: CatalogFunction): Schema {
+  if (fn.schema === "api" && TOKEN_FUNCTIONS.has(fn.name)) return { $ref: "#/components/schemas/Token" };
+  const single = fn.returnType === "record" ? { type: "object" } : jsonSchemaOf(fn.returnType);
+  return fn.returnsSet ? { type: "array", items: single } : single;
+}
+
+function argsSchema(args: CatalogArgument[]): Schema {
+  const named = args.filter((a) => a.name !== "");
+  const required = named.filter((a) => !a.hasDefault).map((a) => a.name);
+  return {
+    type: "object",
+    properties: Object.fromEntries(named.map((a) => [a.name, jsonSchemaOf(a.type)])),
+    ...(required.length ? { required } : {}),
+  };
+}
+
+function operation(fn: CatalogFunction, method: "get" | "post", defaultSchema: string): Schema {
+  const responses: Record<string, unknown> = {};
+  if (fn.returnType === "void") responses["204"] = { description: "Done (the function returns void)." };
+  else responses["200"] = { description: "The function's result.", content: { "application/json": { schema: resultSchema(fn) } } };
+  responses["400"] = errorResponse("Bad arguments or a client error raised by the function.");
+  responses["401"] = errorResponse("Missing, invalid, expired or revoked token, or the function requires sign-in.");
+  if (RATE_LIMITED.has(fn.name)) responses["429"] = errorResponse("Rate limit reached; see Retry-After.");
+  responses["404"] = errorResponse("Unknown function or argument names.");
+  responses["503"] = errorResponse("Database unavailable or sign-in capacity exhausted; see Retry-After.");
+
+  const parameters: Schema[] = [];
+  if (method === "get") {
+    for (const arg of fn.args.filter((a) => a.name !== "")) {
+      parameters.push({ name: arg.name, in: "query", required: !arg.hasDefault, schema: jsonSchemaOf(arg.type) });
+    }
+  }
+  if (fn.schema !== defaultSchema) {
+    parameters.push({
+      name: method === "get" ? "Accept-Profile" : "Content-Profile",
+      in: "header",
+      required: true,
+      schema: { type: "string", enum: [fn.schema] },
+    });
+  }
+  return {
+    operationId: `${method}_${fn.schema}_${fn.name}`,
+    tags: [fn.schema],
+    summary: fn.description ?? `${fn.schema}.${fn.name}`,
+    description: `${fn.volatility.toUpperCase()} function ${fn.schema}.${fn.name}(${fn.args.map((a) => `${a.name} ${a.type}`).join(", ")}) returns ${fn.returnsSet ? "setof " : ""}${fn.returnType}.` +
+      (method === "get" && fn.name !== "me" ? " GET answers are cached (X-Cache: HIT|MISS)." : ""),
+    security: fn.anonymous ? [{}, { bearerAuth: [] }] : [{ bearerAuth: [] }],
+    ...(parameters.length ? { parameters } : {}),
+    ...(method === "post"
+      ? { requestBody: { required: fn.args.some((a) => !a.hasDefault), content: { "application/json": { schema: argsSchema(fn.args) } } } }
+      : {}),
+    responses,
+  };
+}
+
+/** The OpenAPI 3 document for every exposed function, from the live catalogue. */
+export function buildOpenApi(functions: CatalogFunction[], options: { defaultSchema: string; version: string }): Schema {
+  const paths: Record<string, Record<string, unknown>> = {
+    "/health": {
+      get: {
+        operationId: "health",
+        summary: "Status of Postgres, Redis and the RPC upstream, with latencies.",
+        security: [{}],
+        responses: {
+          "200": { description: "Every required part answers." },
+          "503": { description: "A required part is down (named in the body)." },
+        },
+      },
+    },
+  };
+  for (const fn of functions) {
+    const path = `/rpc/${fn.name}`;
+    // One path per name: overloads and same-named functions of other schemas share it.
+    if (paths[path]) continue;
+    paths[path] = { post: operation(fn, "post", options.defaultSchema) };
+    if (fn.volatility !== "volatile") paths[path].get = operation(fn, "get", options.defaultSchema);
+  }
+  return {
+    openapi: "3.0.3",
+    info: {
+      title: "AutoAudit API",
+      version: options.version,
+      description:
+        "Every exposed PostgreSQL function is callable at /rpc/<name> (POST with a JSON object; GET with query arguments for STABLE/IMMUTABLE ones). " +
+        "sign_in and issue_token return an access token; send it as `Authorization: Bearer <token>`. Errors use PostgREST's shape.",
+    },
+    servers: [{ url: "/" }],
+    paths,
+    components: {
+      securitySchemes: { bearerAuth: { type: "http", scheme: "bearer", bearerFormat: "JWT" } },
+      schemas: { Error: ERROR_SCHEMA, Token: TOKEN_SCHEMA, User: USER_SCHEMA },
+    },
+  };
+}

@@ -1,0 +1,109 @@
+import { PostgrestClient } from "@supabase/postgrest-js";
+import { gatewayErrors, type ApiError } from "./errors";
+
+/** A fetch-compatible function: the embedded engine's `fetch` seam, or global fetch to PostgREST. */
+export type UpstreamFetch = (input: string | URL | Request, init?: RequestInit) => Promise<Response>;
+
+/** Headers of the caller that PostgREST acts on, forwarded as they came. */
+const FORWARDED_HEADERS = ["authorization", "prefer", "accept", "range", "range-unit", "x-request-id"] as const;
+/** Upstream headers that describe the transport of that hop, not the answer. */
+const HOP_HEADERS = new Set(["content-length", "connection", "transfer-encoding", "content-encoding", "keep-alive", "date", "server"]);
+
+export interface UpstreamRequest {
+  method: "GET" | "HEAD" | "POST";
+  /** `/rpc/<fn>` call, or a relation read (`GET /<relation>`). */
+  target: { rpc: string } | { relation: string };
+  /** POST body (already parsed JSON). */
+  args?: unknown;
+  /** GET/HEAD query string, forwarded in order (repeated keys included). */
+  query?: URLSearchParams;
+  /** Accept-Profile / Content-Profile of the caller, when given. */
+  schema?: string;
+  headers: Headers;
+}
+
+/** PostgREST's answer exactly as it came (status, headers, body), plus postgrest-js's reading of it. */
+export interface UpstreamResponse {
+  status: number;
+  headers: Headers;
+  body: string;
+  data: unknown;
+  error: { code?: string; message?: string; details?: string | null; hint?: string | null } | null;
+}
+
+export class UpstreamFailure extends Error {
+  constructor(readonly apiError: ApiError) {
+    super(apiError.message);
+  }
+}
+
+/**
+ * Talks to PostgREST (or the engine) through @supabase/postgrest-js. postgrest-js builds and
+ * sends the request; the capturing fetch keeps the raw response so the gateway can relay
+ * PostgREST's status, headers and body byte for byte, which postgrest-js's parsed result
+ * alone would not preserve (Content-Range, headers set by functions, number formatting).
+ */
+export class Upstream {
+  constructor(
+    private readonly baseUrl: string,
+    private readonly fetchImpl: UpstreamFetch,
+    private readonly timeoutMs: number,
+  ) {}
+
+  async send(request: UpstreamRequest): Promise<UpstreamResponse> {
+    let raw: { status: number; headers: Headers; body: string } | undefined;
+    const capture: UpstreamFetch = async (input, init) => {
+      const response = await this.fetchImpl(input, init);
+      const body = await response.text();
+      raw = { status: response.status, headers: response.headers, body };
+      return new Response(body, { status: response.status, statusText: response.statusText, headers: response.headers });
+    };
+    const client = new PostgrestClient(this.baseUrl, {
+      // postgrest-js types its fetch as `typeof fetch`, which also carries Bun's static extras.
+      fetch: capture as typeof fetch,
+      schema: request.schema,
+      retry: false,
+      timeout: this.timeoutMs,
+    });
+
+    let builder;
+    if ("rpc" in request.target) {
+      builder = client.rpc(request.target.rpc, (request.method === "POST" ? request.args : {}) as never, {
+        get: request.method === "GET",
+        head: request.method === "HEAD",
+      });
+    } else {
+      builder = client.from(request.target.relation).select(request.query?.get("select") ?? "*", { head: request.method === "HEAD" });
+    }
+    if (request.query) {
+      // The builder API models filters one by one; the caller's query string is already in
+      // PostgREST's syntax, so it goes onto the request URL unchanged (order and repeats kept).
+      const url = (builder as unknown as { url: URL }).url;
+      for (const [name, value] of request.query) {
+        if (name === "select" && "relation" in request.target) continue;
+        url.searchParams.append(name, value);
+      }
+    }
+    for (const name of FORWARDED_HEADERS) {
+      const value = request.headers.get(name);
+      if (value !== null) builder.setHeader(name, value);
+    }
+
+    const result = await builder;
+    if (!raw) {
+      const error = result.error as { message?: string; hint?: string } | null;
+      if (error?.hint?.includes("aborted") || error?.message?.startsWith("AbortError")) throw new UpstreamFailure(gatewayErrors.upstreamTimeout());
+      throw new UpstreamFailure(gatewayErrors.upstreamUnavailable(`upstream unreachable: ${error?.message ?? "no response"}`));
+    }
+    const headers = new Headers();
+    raw.headers.forEach((value, name) => {
+      if (!HOP_HEADERS.has(name)) headers.set(name, value);
+    });
+    return { status: raw.status, headers, body: raw.body, data: result.data, error: result.error as UpstreamResponse["error"] };
+  }
+}
+
+/** The embedded engine's `fetch(Request)` as a fetch-compatible function. */
+export function engineFetch(engine: { fetch(request: Request): Promise<Response> }): UpstreamFetch {
+  return (input, init) => engine.fetch(input instanceof Request && !init ? input : new Request(input, init));
+}
