@@ -431,11 +431,15 @@ begin
     on conflict on constraint rules_tenant_id_framework_control_key_key do update
        set title = excluded.title, description = excluded.description, severity = excluded.severity,
            position = excluded.position, updated_at = now()
+     -- an unchanged rule is left alone, so re-sending a catalogue is a no-op
+     where (r.title, r.description, r.severity, r.position)
+           is distinct from (excluded.title, excluded.description, excluded.severity, excluded.position)
     returning (xmax = 0) as is_new
   )
   select count(*) filter (where is_new), count(*) filter (where not is_new) into inserted, updated from upserted;
   return json_build_object('tenant_id', upsert_rules.tenant_id, 'framework', upsert_rules.framework,
-                           'inserted', inserted, 'updated', updated);
+                           'inserted', inserted, 'updated', updated,
+                           'unchanged', jsonb_array_length(rules) - inserted - updated);
 end
 $$;
 
@@ -579,7 +583,7 @@ comment on function api.add_member(uuid, text, text) is
 comment on function api.remove_member(uuid, uuid) is
   'Admin: remove a member (any member may remove themselves). A tenant keeps at least one admin.';
 comment on function api.upsert_rules(uuid, text, jsonb) is
-  'Admin: insert or update the tenant''s rules of a framework: [{key, title, severity, description?}]. All or nothing.';
+  'Admin: insert or update the tenant''s rules of a framework: [{key, title, severity, description?}], in display order. All or nothing; rules not listed are kept.';
 comment on function api.list_rules(uuid, text) is
   'The tenant''s rules, optionally of one framework, in the order the admin listed them.';
 comment on function api.submit_scan(uuid, text, jsonb, timestamptz, timestamptz) is

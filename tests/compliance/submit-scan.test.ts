@@ -134,7 +134,7 @@ describe("rules", () => {
         { key: "0.1", title: "A new first rule", severity: "low" },
       ],
     });
-    expect(again).toEqual({ tenant_id: f.tenantId, framework: "cis-m365", inserted: 1, updated: 1 });
+    expect(again).toEqual({ tenant_id: f.tenantId, framework: "cis-m365", inserted: 1, updated: 1, unchanged: 0 });
     const rules = await rpcOk(sql, f.admin.id, "list_rules", { tenant_id: f.tenantId, framework: "cis-m365" });
     expect(rules).toHaveLength(DEMO_RULES.length + 1);
     expect(rules[0]).toMatchObject({ key: "1.1.1", severity: "critical", description: "Hybrid admins widen the attack surface." });
