@@ -1,0 +1,80 @@
+/**
+ * What every route handler gets: the running engine (configuration, pool, schema cache,
+ * authenticator) and the request as PostgREST reads it (schema, auth result, preferences).
+ * The relation handler (relation.ts) and the RPC handler (rpc.ts) share this pipeline.
+ */
+import type { Sql } from "postgres";
+import type { EngineConfig } from "./config";
+import { ApiError } from "./errors";
+import type { AuthResult } from "./jwt";
+import type { Preferences } from "./request";
+import { headersForGuc, parseCookies } from "./request";
+import type { SchemaCache } from "./schema-cache";
+import { runInRequestTransaction, type RequestSettings, type TransactionEnd } from "./transaction";
+import type { PendingQuery, Row } from "postgres";
+
+export interface EngineRuntime {
+  readonly config: EngineConfig;
+  readonly sql: Sql;
+  /** The loaded schema cache; throws PGRST002 (503) while none could be loaded yet. */
+  schemaCache(): SchemaCache;
+  log(line: string): void;
+}
+
+export interface EngineRequest {
+  readonly request: Request;
+  readonly url: URL;
+  /** Upper-case HTTP method. */
+  readonly method: string;
+  /** The path as received (percent-encoded), e.g. `/rpc/sayhello`. */
+  readonly path: string;
+  /** The raw query string without `?`, as PostgREST parses it. */
+  readonly rawQuery: string;
+  /** The exposed schema this request targets (Accept-Profile / Content-Profile or the first). */
+  readonly schema: string;
+  readonly auth: AuthResult;
+  readonly prefer: Preferences;
+}
+
+export function noSchemaCache(): ApiError {
+  return new ApiError(503, "PGRST002", "Could not query the database for the schema cache. Retrying.");
+}
+
+/** The GUCs PostgREST sets for the request: role, claims, method, path, headers, cookies, search_path. */
+export function requestSettings(rt: EngineRuntime, req: EngineRequest): RequestSettings {
+  return {
+    role: req.auth.role,
+    claims: req.auth.claims,
+    method: req.method,
+    path: req.path,
+    headers: headersForGuc(req.request.headers),
+    cookies: parseCookies(req.request.headers.get("cookie")),
+    searchPath: [req.schema, ...rt.config.dbExtraSearchPath.filter((s) => s !== req.schema)],
+  };
+}
+
+/** Whether the transaction commits, from PGRST_DB_TX_END and (where allowed) Prefer: tx=. */
+export function commitRequested(config: EngineConfig, prefer: Preferences): { commit: boolean; applied: boolean } {
+  const base = config.dbTxEnd.startsWith("commit");
+  if (config.dbTxEnd.endsWith("allow-override") && prefer.tx !== undefined) {
+    return { commit: prefer.tx === "commit", applied: true };
+  }
+  return { commit: base, applied: false };
+}
+
+/** The request's transaction with everything PostgREST does around the caller's statement. */
+export function runRequest<T>(
+  rt: EngineRuntime,
+  req: EngineRequest,
+  readOnly: boolean,
+  main: (tx: Sql) => PendingQuery<Row[]> | Promise<T>,
+  end: TransactionEnd<T>,
+): Promise<T> {
+  return runInRequestTransaction(
+    rt.sql,
+    requestSettings(rt, req),
+    { readOnly, preRequest: rt.config.dbPreRequest, acquisitionTimeoutSeconds: rt.config.dbPoolAcquisitionTimeoutSeconds },
+    main,
+    end,
+  );
+}

@@ -1,0 +1,157 @@
+/**
+ * The embedded PostgREST-compatible engine: `fetch(Request) → Response`, byte-compatible with
+ * PostgREST for what the product uses, so the API calls it exactly as it would call PostgREST.
+ *
+ *   const engine = await createEngine(engineConfigFromEnv(process.env));
+ *   const res = await engine.fetch(new Request("http://engine/rpc/sign_in", { method: "POST", body }));
+ */
+import postgres, { type Sql } from "postgres";
+import type { EngineConfig } from "./config";
+import { validateEngineConfig } from "./config";
+import { noSchemaCache, type EngineRuntime } from "./context";
+import { ApiError } from "./errors";
+import { JwtAuthenticator } from "./jwt";
+import { fromDatabaseError, internalError, isConnectionError, renderError } from "./pg-errors";
+import { route, type RelationHandler } from "./router";
+import { loadSchemaCache, type SchemaCache } from "./schema-cache";
+
+export type { EngineConfig } from "./config";
+export { engineConfigFromEnv } from "./config";
+
+export interface Engine {
+  fetch(request: Request): Promise<Response>;
+  reloadSchemaCache(): Promise<void>;
+  close(): Promise<void>;
+}
+
+export interface EngineOptions {
+  /** Used when the configuration has no dbUri. */
+  databaseUrl?: string;
+  log?: (line: string) => void;
+}
+
+/** Bodies are built by PostgreSQL; json values pass through as text, in and out, never re-encoded. */
+const JSON_AS_TEXT = {
+  jsonText: { to: 114, from: [114, 3802], serialize: (x: unknown) => x as string, parse: (x: string) => x },
+};
+
+async function loadRelationHandler(): Promise<RelationHandler | undefined> {
+  // relation.ts belongs to the relation-reads work and may not exist yet; import it by a
+  // computed specifier so the engine builds and runs either way.
+  const specifier = ["./relation", "ts"].join(".");
+  try {
+    const mod = (await import(specifier)) as { handleRelation?: RelationHandler };
+    return typeof mod.handleRelation === "function" ? mod.handleRelation : undefined;
+  } catch (e) {
+    if (e instanceof Error && /Cannot find module|not found/i.test(e.message)) return undefined;
+    throw e;
+  }
+}
+
+export async function createEngine(config: EngineConfig, opts: EngineOptions = {}): Promise<Engine> {
+  validateEngineConfig(config);
+  const url = config.dbUri ?? opts.databaseUrl;
+  if (!url) throw new Error("the engine needs a database URL (PGRST_DB_URI or DATABASE_URL)");
+  const log = opts.log ?? ((line: string) => console.error(line));
+  const sql: Sql = postgres(url, {
+    max: config.dbPoolSize,
+    onnotice: () => {},
+    prepare: true,
+    connect_timeout: Math.max(1, config.dbPoolAcquisitionTimeoutSeconds),
+    connection: { application_name: "autoaudit-engine" },
+    types: JSON_AS_TEXT as never,
+  });
+  const auth = new JwtAuthenticator(config);
+  const relationHandler = await loadRelationHandler();
+
+  let cache: SchemaCache | undefined;
+  let loading: Promise<void> | undefined;
+  let closed = false;
+  let listening = false;
+  let retryTimer: ReturnType<typeof setTimeout> | undefined;
+  let unlisten: (() => Promise<void>) | undefined;
+
+  const reload = (): Promise<void> => {
+    loading ??= (async () => {
+      try {
+        cache = await loadSchemaCache(sql, config.dbSchemas);
+      } finally {
+        loading = undefined;
+      }
+    })();
+    return loading;
+  };
+
+  const listen = async () => {
+    if (listening || closed) return;
+    let first = true;
+    const sub = await sql.listen(
+      "pgrst",
+      (payload) => {
+        if (payload === "" || payload === "reload schema") {
+          reload().catch((e) => log(`engine: schema cache reload failed: ${(e as Error).message}`));
+        }
+      },
+      () => {
+        // Called on every (re)connection of the listener: after a reconnect, changes may have been missed.
+        if (!first) reload().catch(() => {});
+        first = false;
+      },
+    );
+    listening = true;
+    unlisten = () => sub.unlisten();
+  };
+
+  const startup = async (attempt: number): Promise<void> => {
+    if (closed) return;
+    try {
+      await reload();
+      await listen();
+    } catch (e) {
+      if (closed) return;
+      const delay = Math.min(32, 2 ** attempt) * 1000;
+      log(`engine: database not ready (${(e as Error).message}); retrying in ${delay / 1000}s`);
+      retryTimer = setTimeout(() => void startup(attempt + 1), delay);
+    }
+  };
+  await startup(0);
+
+  const rt: EngineRuntime = {
+    config,
+    sql,
+    schemaCache() {
+      if (!cache) throw noSchemaCache();
+      return cache;
+    },
+    log,
+  };
+
+  return {
+    async fetch(request: Request): Promise<Response> {
+      try {
+        if (!cache) {
+          // The database may be back since the last attempt; try once before refusing.
+          await reload().catch(() => {});
+          if (cache && !listening) listen().catch(() => {});
+        }
+        return await route(rt, auth, relationHandler, request);
+      } catch (e) {
+        let err: ApiError;
+        if (e instanceof ApiError) err = e;
+        else if (isConnectionError(e)) err = fromDatabaseError(e, false);
+        else {
+          log(`engine: unexpected error: ${e instanceof Error ? e.stack ?? e.message : String(e)}`);
+          err = internalError(e);
+        }
+        return renderError(err, config.clientErrorVerbosity);
+      }
+    },
+    reloadSchemaCache: reload,
+    async close() {
+      closed = true;
+      clearTimeout(retryTimer);
+      await unlisten?.().catch(() => {});
+      await sql.end({ timeout: 5 });
+    },
+  };
+}

@@ -1,0 +1,77 @@
+/**
+ * Request dispatch, in PostgREST's order: JWT → schema cache → path and profile → handler.
+ * `/rpc/<fn>` goes to rpc.ts; `/<relation>` to relation.ts's `handleRelation` when that module
+ * exists (read-only table/view requests), after the unknown-relation check (PGRST205 with
+ * PostgREST's "Perhaps you meant" hint). Deeper paths are PGRST125.
+ */
+import { ApiError } from "./errors";
+import type { EngineRequest, EngineRuntime } from "./context";
+import type { JwtAuthenticator } from "./jwt";
+import { fromDatabaseError } from "./pg-errors";
+import { notImplemented } from "./query";
+import { parsePrefer, requestSchema } from "./request";
+import { handleRpc } from "./rpc";
+import type { Relation } from "./schema-cache";
+
+/** What relation.ts must export for `/<table or view>` requests. */
+export type RelationHandler = (rt: EngineRuntime, req: EngineRequest, relation: Relation) => Promise<Response>;
+
+function decodeSegment(segment: string): string {
+  try {
+    return decodeURIComponent(segment);
+  } catch {
+    throw new ApiError(404, "PGRST125", "Invalid path specified in request URL");
+  }
+}
+
+export async function route(
+  rt: EngineRuntime,
+  auth: JwtAuthenticator,
+  relationHandler: RelationHandler | undefined,
+  request: Request,
+): Promise<Response> {
+  const url = new URL(request.url);
+  const method = request.method.toUpperCase();
+  const authResult = await auth.authenticate(request.headers.get("authorization"));
+  const cache = rt.schemaCache();
+  const segments = url.pathname.split("/").slice(1);
+  if (segments.length > 0 && segments[segments.length - 1] === "") segments.pop();
+  const schema = requestSchema(request.headers, method, rt.config.dbSchemas);
+  const req: EngineRequest = {
+    request,
+    url,
+    method,
+    path: url.pathname,
+    rawQuery: url.search.startsWith("?") ? url.search.slice(1) : url.search,
+    schema,
+    auth: authResult,
+    prefer: parsePrefer(request.headers),
+  };
+  try {
+    if (segments.length === 2 && segments[0] === "rpc") {
+      return await handleRpc(rt, req, decodeSegment(segments[1]!));
+    }
+    if (segments.length === 1) {
+      const name = decodeSegment(segments[0]!);
+      const relation = cache.relation(schema, name);
+      if (!relation) {
+        const similar = cache.similarRelationName(schema, name);
+        throw new ApiError(
+          404,
+          "PGRST205",
+          `Could not find the table '${schema}.${name}' in the schema cache`,
+          null,
+          similar === undefined ? null : `Perhaps you meant the table '${schema}.${similar}'`,
+        );
+      }
+      if (!relationHandler) throw notImplemented("Reading tables and views");
+      return await relationHandler(rt, req, relation);
+    }
+    if (segments.length === 0) {
+      throw new ApiError(404, "PGRST126", "Root endpoint metadata is disabled");
+    }
+    throw new ApiError(404, "PGRST125", "Invalid path specified in request URL");
+  } catch (e) {
+    throw fromDatabaseError(e, authResult.authed);
+  }
+}

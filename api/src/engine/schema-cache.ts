@@ -1,0 +1,178 @@
+/**
+ * What the engine knows about the exposed schemas: functions (for /rpc) and relations with
+ * their columns (for table/view reads and the "Perhaps you meant" hints). Loaded at start and
+ * again on `NOTIFY pgrst, 'reload schema'`; never queried per request.
+ */
+import type { Sql } from "postgres";
+import { FuzzySet } from "./fuzzy";
+
+export interface RoutineParam {
+  name: string;
+  /** The type as SQL spells it (format_type), used to cast arguments. */
+  type: string;
+  /** pg_type.typname, e.g. json, jsonb, text, _text. */
+  typeName: string;
+  variadic: boolean;
+  hasDefault: boolean;
+}
+
+export interface Routine {
+  schema: string;
+  name: string;
+  /** Input parameters (IN, INOUT, VARIADIC) in declaration order. */
+  params: RoutineParam[];
+  volatility: "immutable" | "stable" | "volatile";
+  returnsSet: boolean;
+  returnType: string;
+  /** void → 204; composite (a row type, OUT/INOUT/TABLE columns) → object or rows; scalar → a JSON value. */
+  returnKind: "void" | "scalar" | "composite";
+  description: string | null;
+}
+
+export interface Column {
+  name: string;
+  type: string;
+  nullable: boolean;
+  hasDefault: boolean;
+}
+
+export interface Relation {
+  schema: string;
+  name: string;
+  kind: "table" | "view" | "materialized_view" | "foreign_table" | "partitioned_table";
+  columns: Column[];
+  primaryKey: string[];
+  description: string | null;
+}
+
+export class SchemaCache {
+  private readonly routineFuzzy = new Map<string, FuzzySet>();
+  private readonly relationFuzzy = new Map<string, FuzzySet>();
+
+  constructor(
+    readonly schemas: string[],
+    /** "schema.name" → overloads. */
+    readonly routines: Map<string, Routine[]>,
+    /** "schema.name" → relation. */
+    readonly relations: Map<string, Relation>,
+  ) {}
+
+  routinesNamed(schema: string, name: string): Routine[] {
+    return this.routines.get(`${schema}.${name}`) ?? [];
+  }
+
+  relation(schema: string, name: string): Relation | undefined {
+    return this.relations.get(`${schema}.${name}`);
+  }
+
+  /** PostgREST's hint for an unknown function name (similarity ≥ 0.75 over the schema's function names). */
+  similarRoutineName(schema: string, name: string): string | undefined {
+    let set = this.routineFuzzy.get(schema);
+    if (!set) {
+      set = new FuzzySet([...this.routines.values()].flat().filter((r) => r.schema === schema).map((r) => r.name));
+      this.routineFuzzy.set(schema, set);
+    }
+    return set.getOne(name, 0.75);
+  }
+
+  /** PostgREST's hint for an unknown table (similarity ≥ 0.75 over the schema's relation names). */
+  similarRelationName(schema: string, name: string): string | undefined {
+    let set = this.relationFuzzy.get(schema);
+    if (!set) {
+      set = new FuzzySet([...this.relations.values()].filter((r) => r.schema === schema).map((r) => r.name));
+      this.relationFuzzy.set(schema, set);
+    }
+    return set.getOne(name, 0.75);
+  }
+}
+
+const RELKINDS: Record<string, Relation["kind"]> = {
+  r: "table", v: "view", m: "materialized_view", f: "foreign_table", p: "partitioned_table",
+};
+
+export async function loadSchemaCache(sql: Sql, schemas: string[]): Promise<SchemaCache> {
+  const [routineRows, relationRows] = await Promise.all([
+    sql`
+      select n.nspname as schema, p.proname as name, p.provolatile as volatility, p.proretset as returns_set,
+             format_type(p.prorettype, null) as return_type,
+             p.prorettype = 'void'::regtype as returns_void,
+             (rt.typrelid <> 0) as returns_row_type,
+             coalesce(p.proargmodes::text[], '{}') as arg_modes,
+             coalesce(p.proargnames, '{}') as arg_names,
+             array(select format_type(t, null) from unnest(coalesce(p.proallargtypes, p.proargtypes::oid[])) with ordinality u(t, i) order by i) as arg_types,
+             array(select ty.typname::text from unnest(coalesce(p.proallargtypes, p.proargtypes::oid[])) with ordinality u(t, i) join pg_type ty on ty.oid = u.t order by i) as arg_typnames,
+             p.pronargs as n_in, p.pronargdefaults as n_defaults,
+             obj_description(p.oid, 'pg_proc') as description
+        from pg_proc p
+        join pg_namespace n on n.oid = p.pronamespace
+        join pg_type rt on rt.oid = p.prorettype
+       where n.nspname = any(${schemas}::text[]) and p.prokind = 'f'
+       order by n.nspname, p.proname, p.oid`,
+    sql`
+      select n.nspname as schema, c.relname as name, c.relkind::text as relkind,
+             obj_description(c.oid, 'pg_class') as description,
+             coalesce((select json_agg(json_build_object('name', a.attname, 'type', format_type(a.atttypid, a.atttypmod),
+                                                         'nullable', not a.attnotnull, 'hasDefault', a.atthasdef) order by a.attnum)
+                         from pg_attribute a where a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped), '[]')::text as columns,
+             coalesce((select array_agg(a.attname::text order by k.ord)
+                         from pg_constraint con
+                         cross join lateral unnest(con.conkey) with ordinality k(attnum, ord)
+                         join pg_attribute a on a.attrelid = con.conrelid and a.attnum = k.attnum
+                        where con.conrelid = c.oid and con.contype = 'p'), '{}') as primary_key
+        from pg_class c
+        join pg_namespace n on n.oid = c.relnamespace
+       where n.nspname = any(${schemas}::text[]) and c.relkind in ('r', 'v', 'm', 'f', 'p')
+       order by n.nspname, c.relname`,
+  ]);
+
+  const routines = new Map<string, Routine[]>();
+  for (const row of routineRows) {
+    const modes: string[] = (row.arg_modes as string[]).length > 0
+      ? (row.arg_modes as string[])
+      : (row.arg_types as string[]).map(() => "i");
+    const names = row.arg_names as string[];
+    const types = row.arg_types as string[];
+    const typnames = row.arg_typnames as string[];
+    const inputs: RoutineParam[] = [];
+    let hasOutColumns = false;
+    modes.forEach((mode, i) => {
+      if (mode === "o" || mode === "t") hasOutColumns = true;
+      if (mode === "b") hasOutColumns = true;
+      if (mode === "i" || mode === "b" || mode === "v") {
+        inputs.push({ name: names[i] ?? "", type: types[i]!, typeName: typnames[i]!, variadic: mode === "v", hasDefault: false });
+      }
+    });
+    const nDefaults = Number(row.n_defaults);
+    for (let k = inputs.length - nDefaults; k < inputs.length; k++) if (k >= 0) inputs[k]!.hasDefault = true;
+    const returnKind: Routine["returnKind"] = row.returns_void
+      ? "void"
+      : row.returns_row_type || hasOutColumns ? "composite" : "scalar";
+    const routine: Routine = {
+      schema: row.schema,
+      name: row.name,
+      params: inputs,
+      volatility: row.volatility === "i" ? "immutable" : row.volatility === "s" ? "stable" : "volatile",
+      returnsSet: row.returns_set,
+      returnType: row.return_type,
+      returnKind,
+      description: row.description,
+    };
+    const key = `${routine.schema}.${routine.name}`;
+    const list = routines.get(key);
+    if (list) list.push(routine);
+    else routines.set(key, [routine]);
+  }
+
+  const relations = new Map<string, Relation>();
+  for (const row of relationRows) {
+    relations.set(`${row.schema}.${row.name}`, {
+      schema: row.schema,
+      name: row.name,
+      kind: RELKINDS[row.relkind as string] ?? "table",
+      columns: JSON.parse(row.columns as string) as Column[],
+      primaryKey: row.primary_key as string[],
+      description: row.description,
+    });
+  }
+  return new SchemaCache(schemas, routines, relations);
+}
