@@ -11,10 +11,9 @@ import { fromDatabaseError } from "./pg-errors";
 import { notImplemented } from "./query";
 import { parsePrefer, requestSchema } from "./request";
 import { handleRpc } from "./rpc";
-import type { Relation } from "./schema-cache";
 
-/** What relation.ts must export for `/<table or view>` requests. */
-export type RelationHandler = (rt: EngineRuntime, req: EngineRequest, relation: Relation) => Promise<Response>;
+/** What relation.ts exports for `/<table or view>` requests (it answers unknown names itself). */
+export type RelationHandler = (rt: EngineRuntime, req: EngineRequest, name: string) => Promise<Response>;
 
 function decodeSegment(segment: string): string {
   try {
@@ -53,6 +52,7 @@ export async function route(
     }
     if (segments.length === 1) {
       const name = decodeSegment(segments[0]!);
+      if (relationHandler) return await relationHandler(rt, req, name);
       const relation = cache.relation(schema, name);
       if (!relation) {
         const similar = cache.similarRelationName(schema, name);
@@ -64,8 +64,7 @@ export async function route(
           similar === undefined ? null : `Perhaps you meant the table '${schema}.${similar}'`,
         );
       }
-      if (!relationHandler) throw notImplemented("Reading tables and views");
-      return await relationHandler(rt, req, relation);
+      throw notImplemented("Reading tables and views");
     }
     if (segments.length === 0) {
       throw new ApiError(404, "PGRST126", "Root endpoint metadata is disabled");

@@ -309,5 +309,5 @@ function callSource(r: Routine, input: ArgumentInput, singleObject: boolean): { 
 }
 
 function namedArg(p: RoutineParam): string {
-  return `${quoteIdent(p.name)} := ${p.variadic ? "VARIADIC " : ""}pgrst_args.${quoteIdent(p.name)}`;
+  return `${p.variadic ? "VARIADIC " : ""}${quoteIdent(p.name)} := pgrst_args.${quoteIdent(p.name)}`;
 }
