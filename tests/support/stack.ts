@@ -19,6 +19,14 @@ export interface TestStack {
   redis?: RunningRedis;
   /** True when the suites run against a stack someone else started (DATABASE_URL / API_URL). */
   external: boolean;
+  /** Base URL of the API under test: API_URL, or the engine + API this run started on a free port. */
+  apiUrl: string;
+  /** The JWT secret that API verifies with (from PGRST_JWT_SECRET with API_URL; may then be unknown). */
+  jwtSecret?: string;
+  /** PGRST_JWT_AUD of that API, if it checks an audience. */
+  jwtAudience?: string;
+  /** Environment to start further API instances on the same database and Redis (undefined with API_URL). */
+  apiEnv?: Record<string, string>;
   stop(): Promise<void>;
 }
 
@@ -48,18 +56,63 @@ export async function startTestStack(): Promise<TestStack> {
   const externalRedis = process.env.REDIS_URL;
   const redis = externalRedis ? undefined : await startRedisServer();
 
+  const appUrl = authenticatorUrl(databaseUrl, password);
+  const redisUrl = externalRedis ?? redis!.url;
+  const api = await startTestApi(appUrl, redisUrl);
+
   current = {
     databaseUrl,
-    authenticatorUrl: authenticatorUrl(databaseUrl, password),
-    redisUrl: externalRedis ?? redis!.url,
+    authenticatorUrl: appUrl,
+    redisUrl,
     postgres: pg,
     redis,
-    external: Boolean(externalDb),
+    external: Boolean(externalDb) || api.external,
+    apiUrl: api.url,
+    jwtSecret: api.jwtSecret,
+    jwtAudience: api.jwtAudience,
+    apiEnv: api.env,
     async stop() {
+      await api.stop();
       await redis?.stop();
       await pg?.stop();
       current = undefined;
     },
   };
   return current;
+}
+
+/**
+ * The API under test. With API_URL nothing is started (the suites run against that stack).
+ * Otherwise the embedded engine and the API run in this process over real HTTP on a free port,
+ * with rate limits per address high enough for a whole suite from one loopback address.
+ */
+async function startTestApi(appUrl: string, redisUrl: string) {
+  const externalApi = process.env.API_URL;
+  if (externalApi) {
+    return {
+      external: true,
+      url: externalApi.replace(/\/+$/, ""),
+      jwtSecret: process.env.PGRST_JWT_SECRET,
+      jwtAudience: process.env.PGRST_JWT_AUD,
+      env: undefined,
+      stop: async () => {},
+    };
+  }
+  const { loadConfig } = await import("../../api/src/config");
+  const { startApi } = await import("../../api/src/server");
+  const env: Record<string, string> = {
+    DATABASE_URL: appUrl,
+    PGRST_DB_URI: appUrl,
+    REDIS_URL: redisUrl,
+    PGRST_JWT_SECRET: process.env.PGRST_JWT_SECRET ?? randomBytes(36).toString("base64url"),
+    PGRST_JWT_AUD: process.env.PGRST_JWT_AUD ?? "autoaudit",
+    PGRST_DB_SCHEMAS: "api",
+    PGRST_DB_ANON_ROLE: "anon",
+    HOST: "127.0.0.1",
+    PORT: "0",
+    RATE_LIMIT_IP_MAX: "1000000",
+    LOG_REQUESTS: "false",
+  };
+  const api = await startApi(loadConfig(env), env, () => {});
+  return { external: false, url: api.url, jwtSecret: env.PGRST_JWT_SECRET, jwtAudience: env.PGRST_JWT_AUD, env, stop: () => api.stop() };
 }

@@ -1,0 +1,127 @@
+import { randomBytes } from "node:crypto";
+import { mkdirSync } from "node:fs";
+import { join, resolve } from "node:path";
+import { loadConfig } from "../config";
+import { startApi, type RunningApi } from "../server";
+import { startEmbeddedPostgres, type RunningPostgres } from "./embedded-postgres";
+import { authenticatorUrl, dbmate, setAuthenticatorPassword } from "./migrate";
+import { redisServerAvailable, startRedisServer, type RunningRedis } from "./redis-server";
+
+export interface EmbeddedStackOptions {
+  /** Persistent data (Postgres cluster under `postgres/`, Redis append-only file under `redis/`). Omit for throwaway. */
+  dataDir?: string;
+  /** API port; default 8000 (0 = any free port). */
+  port?: number;
+  /** Database name; default `autoaudit`. */
+  database?: string;
+  /** Human-readable progress lines (the dev CLI prints them). */
+  log?: (line: string) => void;
+  /** Where the API's JSON request log goes (default: stdout). */
+  requestLog?: (line: string) => void;
+  /** Extra environment for the API (PGRST_*, rate limits …); defaults to process.env. */
+  env?: Record<string, string | undefined>;
+}
+
+export interface EmbeddedStack {
+  apiUrl: string;
+  docsUrl: string;
+  /** Superuser URL (migrations, psql). */
+  databaseUrl: string;
+  /** What the API and engine connect as. */
+  authenticatorUrl: string;
+  /** Undefined when redis-server is not on PATH (the API then keeps its cache in memory). */
+  redisUrl?: string;
+  /** The JWT secret in use (generated for this run unless PGRST_JWT_SECRET was set). */
+  jwtSecret: string;
+  jwtSecretGenerated: boolean;
+  api: RunningApi;
+  postgres: RunningPostgres;
+  redis?: RunningRedis;
+  /** Stops the API, Redis and Postgres, in that order. Idempotent. */
+  stop(): Promise<void>;
+}
+
+/**
+ * The embedded default: everything `bun run dev` needs, in this process and two child servers.
+ * Embedded PostgreSQL, `dbmate up`, a fresh authenticator password, redis-server when on PATH,
+ * and the API with the embedded engine.
+ */
+export async function startEmbeddedStack(options: EmbeddedStackOptions = {}): Promise<EmbeddedStack> {
+  const log = options.log ?? (() => {});
+  const env = options.env ?? process.env;
+  const dataDir = options.dataDir ? resolve(options.dataDir) : undefined;
+  const started: { stop(): Promise<void> }[] = [];
+  const stopAll = async () => {
+    for (const part of started.reverse()) await part.stop().catch(() => {});
+    started.length = 0;
+  };
+
+  try {
+    const postgres = await startEmbeddedPostgres({
+      dataDir: dataDir ? join(dataDir, "postgres") : undefined,
+      database: options.database ?? "autoaudit",
+    });
+    started.push(postgres);
+    log(`postgres: ${redact(postgres.url)}`);
+
+    await dbmate(postgres.url, "up");
+    const password = env.AUTHENTICATOR_PASSWORD?.trim() || randomBytes(24).toString("base64url");
+    await setAuthenticatorPassword(postgres.url, password);
+    const appUrl = authenticatorUrl(postgres.url, password);
+    log("migrations applied");
+
+    let redis: RunningRedis | undefined;
+    if (redisServerAvailable()) {
+      const redisDir = dataDir ? join(dataDir, "redis") : undefined;
+      if (redisDir) mkdirSync(redisDir, { recursive: true });
+      redis = await startRedisServer({ dataDir: redisDir });
+      started.push(redis);
+      log(`redis: ${redis.url}`);
+    } else {
+      log("redis-server is not on PATH: caching, rate limits and session state stay in this process (in memory)");
+    }
+
+    const apiEnv: Record<string, string | undefined> = {
+      ...env,
+      DATABASE_URL: appUrl,
+      PGRST_DB_URI: appUrl,
+      REDIS_URL: redis?.url,
+      POSTGREST_URL: undefined,
+      PORT: String(options.port ?? (env.PORT ? Number(env.PORT) : 8000)),
+      PGRST_DB_SCHEMAS: env.PGRST_DB_SCHEMAS ?? "api",
+      PGRST_DB_ANON_ROLE: env.PGRST_DB_ANON_ROLE ?? "anon",
+    };
+    const config = loadConfig(apiEnv, { development: true, log });
+    const api = await startApi(config, apiEnv, options.requestLog);
+    started.push(api);
+    log(`api: ${api.url}  (Swagger UI: ${api.url}/docs)`);
+
+    let stopped = false;
+    return {
+      apiUrl: api.url,
+      docsUrl: `${api.url}/docs`,
+      databaseUrl: postgres.url,
+      authenticatorUrl: appUrl,
+      redisUrl: redis?.url,
+      jwtSecret: config.jwt.secret,
+      jwtSecretGenerated: config.jwt.generated,
+      api,
+      postgres,
+      redis,
+      async stop() {
+        if (stopped) return;
+        stopped = true;
+        await stopAll();
+      },
+    };
+  } catch (error) {
+    await stopAll();
+    throw error;
+  }
+}
+
+function redact(url: string): string {
+  const parsed = new URL(url);
+  if (parsed.password) parsed.password = "***";
+  return parsed.toString();
+}
