@@ -1,3 +1,4 @@
+import { NEVER_CACHED } from "./cache-rules";
 import type { CatalogArgument, CatalogFunction } from "./catalog";
 
 type Schema = Record<string, unknown>;
@@ -125,7 +126,7 @@ function operation(fn: CatalogFunction, method: "get" | "post", defaultSchema: s
     tags: [fn.schema],
     summary: fn.description ?? `${fn.schema}.${fn.name}`,
     description: `${fn.volatility.toUpperCase()} function ${fn.schema}.${fn.name}(${fn.args.map((a) => `${a.name} ${a.type}`).join(", ")}) returns ${fn.returnsSet ? "setof " : ""}${fn.returnType}.` +
-      (method === "get" && fn.name !== "me" ? " GET answers are cached (X-Cache: HIT|MISS)." : ""),
+      (method === "get" && !NEVER_CACHED.has(fn.name) ? " GET answers are cached per caller (X-Cache: HIT|MISS)." : ""),
     security: fn.anonymous ? [{}, { bearerAuth: [] }] : [{ bearerAuth: [] }],
     ...(parameters.length ? { parameters } : {}),
     ...(method === "post"
