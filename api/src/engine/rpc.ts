@@ -45,9 +45,9 @@ export async function handleRpc(rt: EngineRuntime, req: EngineRequest, functionN
     throw new ApiError(405, "PGRST101", `Cannot use the ${req.method} method on RPC`);
   }
   const isRead = req.method !== "POST";
-  const query = parseReadQuery(req.rawQuery, { rpcRead: true, rangeHeader: isRead ? req.request.headers.get("range") : null });
+  const parsedQuery = parseReadQuery(req.rawQuery, { rpcRead: true, rangeHeader: isRead ? req.request.headers.get("range") : null });
   checkStrictPreferences(req.prefer);
-  const input = isRead ? readArguments(query) : await bodyArguments(rt, req);
+  const input = isRead ? readArguments(parsedQuery) : await bodyArguments(rt, req);
 
   const cache = rt.schemaCache();
   const overloads = cache.routinesNamed(req.schema, functionName);
@@ -63,9 +63,11 @@ export async function handleRpc(rt: EngineRuntime, req: EngineRequest, functionN
     ? routine.returnKind === "composite" ? "records" : "scalars"
     : routine.returnKind === "composite" ? "single-record" : "single-scalar";
   const call = callSource(routine, input, req.prefer.params === "single-object");
+  const shaped = routine.returnsSet ? capRows(parsedQuery, rt.config.dbMaxRows) : parsedQuery;
   let built;
   try {
-    built = buildReadSql(call, query, { count: req.prefer.count === "exact", shape, rows });
+    // planned/estimated counts are answered with the exact count, as for relations.
+    built = buildReadSql(call, shaped, { count: req.prefer.count !== undefined, shape, rows });
   } catch (e) {
     if (e instanceof UnsafeCastError) throw new ApiError(400, "PGRST100", `invalid cast: ${e.message}`);
     throw e;
@@ -98,8 +100,16 @@ export async function handleRpc(rt: EngineRuntime, req: EngineRequest, functionN
   if (refused) throw refused;
 
   const total = row.total_result_set === null ? null : Number(row.total_result_set);
-  const outcome = rangeOutcome(query.range, Number(row.page_total), total);
-  if (outcome.error) throw new ApiError(416, outcome.error.code, outcome.error.message, outcome.error.details, null, { "Content-Range": outcome.contentRange });
+  const outcome = rangeOutcome(shaped.range, Number(row.page_total), total);
+  if (outcome.error) {
+    // PostgREST renders this 416 from the result itself: no Proxy-Status.
+    const err = outcome.error;
+    const body = rt.config.clientErrorVerbosity === "minimal" ? JSON.stringify({ code: err.code, message: err.message }) : err.body();
+    return new Response(body, {
+      status: 416,
+      headers: { "Content-Type": media.contentType, "Content-Length": String(Buffer.byteLength(body)), "Content-Range": outcome.contentRange },
+    });
+  }
 
   const headers: Record<string, string> = {};
   if (applied) headers["Preference-Applied"] = `tx=${commit ? "commit" : "rollback"}`;
@@ -110,6 +120,14 @@ export async function handleRpc(rt: EngineRuntime, req: EngineRequest, functionN
   headers["Content-Range"] = outcome.contentRange;
   const body = req.method === "HEAD" ? null : row.body ?? "";
   return responseFromGucs(row, outcome.status, body, headers);
+}
+
+/** PGRST_DB_MAX_ROWS caps the rows of a set-returning function, as for a table. */
+function capRows(query: ReadQuery, maxRows: number | undefined): ReadQuery {
+  if (maxRows === undefined) return query;
+  const cap = query.range.lower + maxRows - 1;
+  if (query.range.upper !== null && query.range.upper <= cap) return query;
+  return { ...query, limit: maxRows, range: { lower: query.range.lower, upper: cap } };
 }
 
 /** GET/HEAD: query parameters without an operator are the arguments. */
