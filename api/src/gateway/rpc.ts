@@ -159,7 +159,7 @@ export class RpcHandler {
     const email = emailOf(args);
     if (rateLimit.emailMax > 0 && email) {
       // sign_in counts failures only (afterAuthCall); sign_up counts every attempt.
-      const decision = await limiter.attempt(`email:${email}`, rateLimit.emailMax, rateLimit.emailWindowSeconds, fn === "sign_up");
+      const decision = await limiter.attempt(`email:${fn}:${email}`, rateLimit.emailMax, rateLimit.emailWindowSeconds, fn === "sign_up");
       if (!decision.allowed) throw gatewayErrors.rateLimited(decision.retryAfter, "account");
     }
     const release = await this.deps.admission.acquire();
@@ -174,7 +174,7 @@ export class RpcHandler {
       case "sign_in": {
         const email = emailOf(args);
         if (response.status === 401 && email && this.deps.config.rateLimit.emailMax > 0) {
-          await this.deps.limiter.record(`email:${email}`, this.deps.config.rateLimit.emailWindowSeconds);
+          await this.deps.limiter.record(`email:sign_in:${email}`, this.deps.config.rateLimit.emailWindowSeconds);
         }
         return ok ? this.tokenResponse(response) : undefined;
       }

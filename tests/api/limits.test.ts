@@ -1,0 +1,99 @@
+// Rate limits on sign_in / sign_up and the admission control of the bcrypt routes.
+import { afterAll, describe, expect, test } from "bun:test";
+import { loadConfig } from "../../api/src/config";
+import { startApi, type RunningApi } from "../../api/src/server";
+import { testStack } from "../support/stack";
+import { call, newUser, signUp } from "./helpers";
+
+const started: RunningApi[] = [];
+afterAll(async () => {
+  for (const api of started) await api.stop();
+});
+
+/** Another API instance on the same database and Redis, with its own settings. */
+async function dedicatedApi(overrides: Record<string, string>): Promise<string> {
+  const env = { ...testStack().apiEnv!, ...overrides };
+  const api = await startApi(loadConfig(env), env, () => {});
+  started.push(api);
+  return api.url;
+}
+
+const canStartInstances = Boolean(testStack().apiEnv);
+const SKIP_REASON = "[starts its own API instance: not with API_URL]";
+
+function expectLimited(result: { status: number; headers: Headers; json: any }, scope: string) {
+  expect(result.status).toBe(429);
+  expect(Number(result.headers.get("retry-after"))).toBeGreaterThanOrEqual(1);
+  expect(Object.keys(result.json)).toEqual(["code", "details", "hint", "message"]);
+  expect(result.json.message).toBe("Too many requests");
+  expect(result.json.details).toBe(`Limit per ${scope} reached`);
+}
+
+describe("rate limits", () => {
+  test("failed sign-ins on one account are limited (with Retry-After), other accounts are not", async () => {
+    const victim = newUser();
+    await signUp(victim);
+    let limited: Awaited<ReturnType<typeof call>> | undefined;
+    let failures = 0;
+    for (let i = 0; i < 100 && !limited; i++) {
+      const result = await call("/rpc/sign_in", { body: { email: victim.email, password: `wrong-${i}` } });
+      if (result.status === 429) limited = result;
+      else {
+        expect(result.status).toBe(401);
+        failures++;
+      }
+    }
+    expect(limited).toBeDefined();
+    expectLimited(limited!, "account");
+    if (!testStack().external) expect(failures).toBe(10); // RATE_LIMIT_EMAIL_MAX default
+    // The email is normalised, so case and spaces do not open a second budget.
+    expectLimited(await call("/rpc/sign_in", { body: { email: `  ${victim.email.toUpperCase()} `, password: "x" } }), "account");
+
+    const bystander = newUser();
+    await signUp(bystander);
+    expect((await call("/rpc/sign_in", { body: bystander })).status).toBe(200);
+  });
+
+  test.skipIf(!canStartInstances)(`the account limit recovers after its window ${SKIP_REASON}`, async () => {
+    const base = await dedicatedApi({ RATE_LIMIT_EMAIL_MAX: "2", RATE_LIMIT_EMAIL_WINDOW_SECONDS: "1" });
+    const user = newUser();
+    await signUp(user, base);
+    for (let i = 0; i < 2; i++) expect((await call("/rpc/sign_in", { base, body: { ...user, password: "wrong-password" } })).status).toBe(401);
+    const limited = await call("/rpc/sign_in", { base, body: user });
+    expectLimited(limited, "account");
+    // Successful sign-ins do not count against the account; waiting out Retry-After is enough.
+    await Bun.sleep(Number(limited.headers.get("retry-after")) * 1000 + 100);
+    expect((await call("/rpc/sign_in", { base, body: user })).status).toBe(200);
+    expect((await call("/rpc/sign_in", { base, body: user })).status).toBe(200);
+  });
+
+  test.skipIf(!canStartInstances)(`attempts per client address are limited and recover ${SKIP_REASON}`, async () => {
+    const base = await dedicatedApi({ RATE_LIMIT_IP_MAX: "3", RATE_LIMIT_IP_WINDOW_SECONDS: "1" });
+    const results = [];
+    for (let i = 0; i < 4; i++) results.push(await call("/rpc/sign_up", { base, body: { ...newUser(), first_name: "A", last_name: "B" } }));
+    expect(results.slice(0, 3).map((r) => r.status)).toEqual([200, 200, 200]);
+    expectLimited(results[3]!, "client address");
+    // Other routes are not limited.
+    expect((await call("/rpc/me", { base })).status).toBe(401);
+    await Bun.sleep(Number(results[3]!.headers.get("retry-after")) * 1000 + 100);
+    expect((await call("/rpc/sign_up", { base, body: { ...newUser(), first_name: "A", last_name: "B" } })).status).toBe(200);
+  });
+});
+
+describe("sign-in admission control", () => {
+  test.skipIf(!canStartInstances)(`sign-ins beyond the concurrency limit are refused at once with 503 ${SKIP_REASON}`, async () => {
+    const base = await dedicatedApi({ SIGN_IN_CONCURRENCY: "1", SIGN_IN_QUEUE: "0" });
+    const user = newUser();
+    await signUp(user, base);
+    const results = await Promise.all(Array.from({ length: 20 }, () => call("/rpc/sign_in", { base, body: user })));
+    const statuses = results.map((r) => r.status);
+    expect(statuses).toContain(200);
+    expect(statuses).toContain(503);
+    expect(statuses.every((s) => s === 200 || s === 503)).toBe(true);
+    const refused = results.find((r) => r.status === 503)!;
+    expect(refused.headers.get("retry-after")).toBe("1");
+    expect(refused.json).toEqual({ code: "PGRST503", details: null, hint: "Retry after 1 second(s).", message: "Too many sign-in requests in progress" });
+    // Once the burst is over, sign-in works again.
+    expect((await call("/rpc/sign_in", { base, body: user })).status).toBe(200);
+  });
+});
