@@ -146,8 +146,15 @@ begin
      and (s.status = 'queued' or (s.status = 'running' and s.heartbeat_at < now() - stale_after))
   returning * into j;
   if j.id is not null then
+    -- the scanner needs the catalogue it checks against
     return jsonb_build_object('outcome', 'started', 'lease', j.lease, 'attempt', j.attempts,
-                              'job', compliance.scan_job_json(j));
+                              'job', compliance.scan_job_json(j),
+                              'rules', coalesce((
+                                select jsonb_agg(jsonb_build_object('key', r.control_key, 'title', r.title,
+                                                                    'severity', r.severity)
+                                                 order by r.position, r.control_key)
+                                  from compliance.rules r
+                                 where r.tenant_id = j.tenant_id and r.framework = j.framework), '[]'::jsonb));
   end if;
 
   select * into j from compliance.scan_jobs s where s.id = job for update;

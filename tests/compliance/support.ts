@@ -81,7 +81,7 @@ export async function rpc<T = any>(
       const rows = await tx.unsafe(call, names.length ? [args as postgres.JSONValue] : []);
       return rows[0]?.v as T;
     });
-    return { value, status: 200 };
+    return { value: value as T, status: 200 };
   } catch (error) {
     if (error instanceof postgres.PostgresError) {
       return {
