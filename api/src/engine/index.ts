@@ -151,7 +151,9 @@ export async function createEngine(config: EngineConfig, opts: EngineOptions = {
       closed = true;
       clearTimeout(retryTimer);
       await unlisten?.().catch(() => {});
-      await sql.end({ timeout: 5 });
+      // Without a loaded cache no request can be running; postgres.js would otherwise wait out
+      // the timeout on connections that never opened.
+      await sql.end({ timeout: cache ? 5 : 0 });
     },
   };
 }
