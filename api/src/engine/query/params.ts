@@ -23,6 +23,9 @@ export interface ParseOptions {
 export type RawParams = Array<[string, string | null]>;
 type OpExpr = { negated: boolean; operation: Filter["operation"] };
 
+const filterOpExpr = pOpExpr(pSingleVal);
+const rpcFilterValue = alt<OpExpr | null>(filterOpExpr, pure(null));
+
 const RESERVED = new Set(["select", "columns", "on_conflict"]);
 const RESERVED_EMBEDDABLE = new Set(["order", "limit", "offset", "and", "or"]);
 
@@ -30,10 +33,28 @@ export function queryParseError(sourceName: string, error: Parameters<typeof sho
   return new ApiError(400, "PGRST100", showPos(sourceName, error.pos), showMessages(error));
 }
 
+/** and/or trees deeper than this are refused: PostgreSQL would fail on them with a 500 (54001). */
+export const MAX_LOGIC_DEPTH = 100;
+
+function tooDeep(sourceName: string): ApiError {
+  return new ApiError(400, "PGRST100", `"${sourceName}" (line 1, column 1)`, `nesting deeper than ${MAX_LOGIC_DEPTH} levels is not supported by the embedded engine`);
+}
+
 function parseWith<T>(p: Parser<T>, sourceName: string, input: string): T {
-  const r = run(p, input);
+  let r;
+  try {
+    r = run(p, input);
+  } catch (e) {
+    // Pathological nesting exhausts the parser's stack before any depth check can run.
+    if (e instanceof RangeError) throw tooDeep(sourceName);
+    throw e;
+  }
   if (!r.ok) throw queryParseError(sourceName, r.error);
   return r.value;
+}
+
+function depth(c: Condition): number {
+  return c.kind === "filter" ? 0 : 1 + Math.max(0, ...c.children.map(depth));
 }
 
 /**
@@ -194,6 +215,42 @@ function checkSelect(items: SelectItem[]): void {
  * UTF-8 and `;` separators are seen as PostgREST sees them) or already-decoded pairs.
  */
 export function parseReadQuery(params: string | URLSearchParams | RawParams, opts: ParseOptions = {}): ReadQuery {
+  if (typeof params !== "string") return parseUncached(params, opts);
+  // Clients repeat the same query strings; parsing is pure, so the result (or the error) is reused.
+  const key = `${opts.rpcRead ? 1 : 0}\u0000${opts.ignore ? [...opts.ignore].join("\u0001") : ""}\u0000${opts.rangeHeader ?? ""}\u0000${params}`;
+  const hit = cache.get(key);
+  if (hit !== undefined) {
+    if (hit instanceof ApiError) throw hit;
+    return hit;
+  }
+  let result: ReadQuery | ApiError;
+  try {
+    result = deepFreeze(parseUncached(params, opts));
+  } catch (e) {
+    if (!(e instanceof ApiError)) throw e;
+    result = e;
+  }
+  if (key.length <= MAX_CACHED_KEY) {
+    if (cache.size >= MAX_CACHE_ENTRIES) cache.delete(cache.keys().next().value!);
+    cache.set(key, result);
+  }
+  if (result instanceof ApiError) throw result;
+  return result;
+}
+
+const MAX_CACHE_ENTRIES = 1000;
+const MAX_CACHED_KEY = 4096;
+const cache = new Map<string, ReadQuery | ApiError>();
+
+function deepFreeze<T>(value: T): T {
+  if (value && typeof value === "object" && !Object.isFrozen(value)) {
+    Object.freeze(value);
+    for (const v of Object.values(value)) deepFreeze(v);
+  }
+  return value;
+}
+
+function parseUncached(params: string | URLSearchParams | RawParams, opts: ParseOptions): ReadQuery {
   const pairs: RawParams =
     typeof params === "string" ? decodeQueryString(params) : params instanceof URLSearchParams ? [...params.entries()] : params;
   const ignore = opts.ignore ?? new Set<string>();
@@ -227,6 +284,7 @@ export function parseReadQuery(params: string | URLSearchParams | RawParams, opt
   for (const [k, v] of logic) {
     const { path, op } = parseWith(pLogicPath, `failed to parse logic path (${k})`, k);
     const tree = parseWith(pLogicTree, `failed to parse logic tree (${v})`, op + v);
+    if (depth(tree) > MAX_LOGIC_DEPTH) throw tooDeep(`failed to parse logic tree (${v})`);
     if (path.length > 0) planErrors.push(notEmbedded(path[path.length - 1]!));
     else conditions.push(tree);
   }
@@ -239,8 +297,7 @@ export function parseReadQuery(params: string | URLSearchParams | RawParams, opt
 
   const args: Array<[string, string]> = [];
   const rootFilters: Filter[] = [];
-  const opExpr = pOpExpr(pSingleVal);
-  const filterValue = opts.rpcRead ? alt<OpExpr | null>(opExpr, pure(null)) : opExpr;
+  const filterValue = opts.rpcRead ? rpcFilterValue : filterOpExpr;
   for (const [k, v] of filters) {
     const { path, field } = parseWith(pTreePath, `failed to parse tree path (${k})`, k);
     const expr = parseWith(filterValue, `failed to parse filter (${v})`, v);

@@ -137,8 +137,11 @@ export function noneOf(chars: string): Parser<string> {
   return satisfy((c) => !chars.includes(c));
 }
 
-export const letter = label(satisfy((c) => /^\p{L}$/u.test(c)), "letter");
-export const digit = label(satisfy((c) => c >= "0" && c <= "9"), "digit");
+/** Haskell's isAlpha (Unicode letters), with an ASCII fast path. */
+export const isLetter = (c: string) => (c >= "a" && c <= "z") || (c >= "A" && c <= "Z") || (c > "\x7f" && /^\p{L}$/u.test(c));
+export const isDigit = (c: string) => c >= "0" && c <= "9";
+export const letter = label(satisfy(isLetter), "letter");
+export const digit = label(satisfy(isDigit), "digit");
 
 /** Parsec's `string`: errors are reported at the start position, even after a partial match. */
 export function string(str: string): Parser<string> {
@@ -249,6 +252,41 @@ export function many<T>(p: Parser<T>): Parser<T[]> {
       if (r.consumed) return r;
       return { ok: true, consumed, value: values, state, err: r.err };
     }
+  };
+}
+
+/**
+ * `many (satisfy test)` without the per-character combinator overhead (values and in-lists can
+ * be long): the same result, consumption and trailing error as the general `many`.
+ */
+export function manySatisfy(test: (c: string) => boolean): Parser<string> {
+  return (s) => {
+    let i = s.index;
+    let pos = s.pos;
+    while (i < s.input.length && test(s.input[i]!)) pos = advance(pos, s.input[i++]!);
+    const stop = s.input[i];
+    const err: ParseError = { pos, msgs: [{ kind: MsgKind.SysUnExpect, text: stop === undefined ? "" : showString([stop]) }] };
+    const value = s.input.slice(s.index, i).join("");
+    return { ok: true, consumed: i > s.index, value, state: { input: s.input, index: i, pos }, err };
+  };
+}
+
+/**
+ * `many1 (label (satisfy t1) l1 <|> … <|> satisfy tn)` fused into one loop: the same value,
+ * consumption and errors (one Expect per labelled alternative, the token as SysUnExpect).
+ */
+export function many1Fused(test: (c: string) => boolean, labels: string[]): Parser<string> {
+  const failure = (pos: Pos, c: string | undefined): ParseError => {
+    const text = c === undefined ? "" : showString([c]);
+    return { pos, msgs: [...labels.map((l) => ({ kind: MsgKind.Expect, text: l })), { kind: MsgKind.SysUnExpect, text }] };
+  };
+  return (s) => {
+    let i = s.index;
+    let pos = s.pos;
+    while (i < s.input.length && test(s.input[i]!)) pos = advance(pos, s.input[i++]!);
+    if (i === s.index) return { ok: false, consumed: false, err: failure(s.pos, s.input[i]) };
+    const value = s.input.slice(s.index, i).join("");
+    return { ok: true, consumed: true, value, state: { input: s.input, index: i, pos }, err: failure(pos, s.input[i]) };
   };
 }
 
