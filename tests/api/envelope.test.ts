@@ -1,0 +1,102 @@
+// What every response carries: health, request ids, CORS, one log line per request without
+// secrets, and PostgREST-shaped answers for routes the API does not have.
+import { afterAll, describe, expect, test } from "bun:test";
+import { loadConfig } from "../../api/src/config";
+import { startApi, type RunningApi } from "../../api/src/server";
+import { testStack } from "../support/stack";
+import { call, newUser, signIn, signUp } from "./helpers";
+
+const started: RunningApi[] = [];
+afterAll(async () => {
+  for (const api of started) await api.stop();
+});
+const canStartInstances = Boolean(testStack().apiEnv);
+const SKIP_REASON = "[starts its own API instance: not with API_URL]";
+
+describe("GET /health", () => {
+  test("reports Postgres, Redis and the upstream with latencies", async () => {
+    const result = await call("/health");
+    expect(result.status).toBe(200);
+    expect(result.json.status).toBe("ok");
+    expect(result.json.down).toEqual([]);
+    const parts = Object.keys(result.json.checks).sort();
+    expect(parts).toEqual(["postgres", "redis", expect.stringMatching(/^(engine|postgrest)$/)].sort());
+    for (const part of Object.values<any>(result.json.checks)) {
+      expect(part.status).toBe("up");
+      expect(typeof part.latency_ms).toBe("number");
+    }
+  });
+});
+
+describe("request ids", () => {
+  test("a new id on every response, the caller's when it sends a sane one", async () => {
+    const a = await call("/health");
+    const b = await call("/health");
+    expect(a.headers.get("x-request-id")).toMatch(/^[0-9a-f-]{36}$/);
+    expect(a.headers.get("x-request-id")).not.toBe(b.headers.get("x-request-id"));
+    expect((await call("/rpc/me", { headers: { "X-Request-Id": "trace-42.abc" } })).headers.get("x-request-id")).toBe("trace-42.abc");
+    const hostile = await call("/health", { headers: { "X-Request-Id": "x".repeat(300) } });
+    expect(hostile.headers.get("x-request-id")).toMatch(/^[0-9a-f-]{36}$/);
+  });
+});
+
+describe("routes the API does not have", () => {
+  test("404 in PostgREST's shape", async () => {
+    const result = await call("/no/such/route");
+    expect(result.status).toBe(404);
+    expect(Object.keys(result.json)).toEqual(["code", "details", "hint", "message"]);
+  });
+
+  test("PUT on a function: 405 in PostgREST's shape", async () => {
+    const result = await call("/rpc/me", { method: "PUT", body: {} });
+    expect(result.status).toBe(405);
+    expect(Object.keys(result.json)).toEqual(["code", "details", "hint", "message"]);
+  });
+});
+
+describe.skipIf(!canStartInstances)(`CORS and request logs ${SKIP_REASON}`, () => {
+  test("only the configured origins get CORS headers; preflight answered", async () => {
+    const env = { ...testStack().apiEnv!, CORS_ORIGINS: "https://app.example.com" };
+    const api = await startApi(loadConfig(env), env, () => {});
+    started.push(api);
+    const preflight = await fetch(`${api.url}/rpc/me`, {
+      method: "OPTIONS",
+      headers: { Origin: "https://app.example.com", "Access-Control-Request-Method": "GET", "Access-Control-Request-Headers": "authorization" },
+    });
+    expect(preflight.status).toBe(204);
+    expect(preflight.headers.get("access-control-allow-origin")).toBe("https://app.example.com");
+    expect(preflight.headers.get("access-control-allow-headers")).toContain("Authorization");
+    const allowed = await call("/health", { base: api.url, headers: { Origin: "https://app.example.com" } });
+    expect(allowed.headers.get("access-control-allow-origin")).toBe("https://app.example.com");
+    expect(allowed.headers.get("access-control-expose-headers")).toContain("X-Request-Id");
+    const other = await call("/health", { base: api.url, headers: { Origin: "https://evil.example.com" } });
+    expect(other.headers.get("access-control-allow-origin")).toBeNull();
+  });
+
+  test("one JSON line per request with method, path, status, duration and id; no tokens or passwords", async () => {
+    const lines: string[] = [];
+    const env = { ...testStack().apiEnv!, LOG_REQUESTS: "true" };
+    const api = await startApi(loadConfig(env), env, (line) => lines.push(line));
+    started.push(api);
+    const user = newUser();
+    await signUp(user, api.url);
+    const session = await signIn(user, api.url);
+    await call("/rpc/me", { base: api.url, token: session.access_token, headers: { "X-Request-Id": "log-test-1" } });
+    await call(`/rpc/validate_token?refresh_token=${session.refresh_token}`, { base: api.url });
+
+    const requests = lines.map((l) => JSON.parse(l)).filter((e) => e.event === "request");
+    expect(requests.map((e) => `${e.method} ${e.path} ${e.status}`)).toEqual([
+      "POST /rpc/sign_up 200",
+      "POST /rpc/sign_in 200",
+      "GET /rpc/me 200",
+      "GET /rpc/validate_token 200",
+    ]);
+    const me = requests[2];
+    expect(me.request_id).toBe("log-test-1");
+    expect(typeof me.duration_ms).toBe("number");
+    const everything = lines.join("\n");
+    for (const secret of [user.password, session.access_token, session.refresh_token, session.access_token.split(".")[2]!]) {
+      expect(everything).not.toContain(secret);
+    }
+  });
+});

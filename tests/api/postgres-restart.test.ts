@@ -1,0 +1,70 @@
+// Postgres restarted under a running API: 503 in PostgREST's shape while it is away, normal
+// answers again within 5 seconds of its return, without restarting the API.
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { loadConfig } from "../../api/src/config";
+import { startApi, type RunningApi } from "../../api/src/server";
+import { startEmbeddedPostgres, type RunningPostgres } from "../../api/src/stack/embedded-postgres";
+import { authenticatorUrl, dbmate, setAuthenticatorPassword } from "../../api/src/stack/migrate";
+import { testStack } from "../support/stack";
+import { call, newUser, signIn, signUp } from "./helpers";
+
+const baseEnv = testStack().apiEnv;
+
+describe.skipIf(!baseEnv)("Postgres restart [stops a Postgres server: not with API_URL]", () => {
+  let scratch: string;
+  let pg: RunningPostgres;
+  let api: RunningApi;
+
+  beforeAll(async () => {
+    scratch = mkdtempSync(join(tmpdir(), "autoaudit-restart-"));
+    pg = await startEmbeddedPostgres({ dataDir: join(scratch, "data"), database: "restart_test" });
+    await dbmate(pg.url, "up");
+    const password = "restart-test-authenticator-pw";
+    await setAuthenticatorPassword(pg.url, password);
+    const appUrl = authenticatorUrl(pg.url, password);
+    const env = { ...baseEnv!, DATABASE_URL: appUrl, PGRST_DB_URI: appUrl, UPSTREAM_TIMEOUT_MS: "3000" };
+    api = await startApi(loadConfig(env), env, () => {});
+  });
+  afterAll(async () => {
+    await api?.stop();
+    await pg?.stop();
+    rmSync(scratch, { recursive: true, force: true });
+  });
+
+  test("503 during the outage, served again within 5 s after Postgres returns", async () => {
+    const user = newUser();
+    await signUp(user, api.url);
+    const session = await signIn(user, api.url);
+    expect((await call("/rpc/me", { base: api.url, token: session.access_token })).status).toBe(200);
+
+    await pg.stop();
+    for (const request of [
+      () => call("/rpc/me", { base: api.url, token: session.access_token }),
+      () => call("/rpc/sign_in", { base: api.url, body: user }),
+    ]) {
+      const down = await request();
+      expect(down.status).toBe(503);
+      expect(Object.keys(down.json).sort()).toEqual(["code", "details", "hint", "message"]);
+    }
+    const health = await call("/health", { base: api.url });
+    expect(health.status).toBe(503);
+    expect(health.json.down).toContain("postgres");
+
+    pg = await startEmbeddedPostgres({ dataDir: pg.dataDir, port: pg.port, database: "restart_test" });
+    const back = performance.now();
+    let ok = false;
+    while (!ok && performance.now() - back < 5000) {
+      const me = await call("/rpc/me", { base: api.url, token: session.access_token });
+      ok = me.status === 200;
+      if (!ok) {
+        expect(me.status).toBe(503);
+        await Bun.sleep(100);
+      }
+    }
+    expect(ok).toBe(true);
+    expect((await call("/health", { base: api.url })).status).toBe(200);
+  });
+});
