@@ -18,8 +18,11 @@ export const EXPLICIT_RULES: Record<string, CacheRule> = {};
 /**
  * Functions never cached although STABLE: their answer is the revocation or identity state the
  * gateway must see fresh (session_active, validate_token), or changes on every sign-in (me).
+ * Compliance reads without a `tenant_id` argument cannot be evicted by tenant: scan_job changes
+ * in the worker, my_tenants when someone else adds the caller, and scan must disappear at once
+ * for a removed member.
  */
-export const NEVER_CACHED = new Set(["session_active", "validate_token", "me"]);
+export const NEVER_CACHED = new Set(["session_active", "validate_token", "me", "scan", "scan_job", "my_tenants"]);
 
 /** Tags of a GET answer, from its arguments. */
 export function tagsForRead(args: Record<string, unknown>): string[] {
