@@ -1,0 +1,151 @@
+/**
+ * `bun run bench:gateway`: what the API gateway costs and what its cache buys, in one run.
+ *
+ *   1. authenticated GET /rpc/me through the gateway (JWT check, session check, postgrest-js,
+ *      embedded engine) vs the same request on the engine served alone;
+ *   2. a cacheable GET (/rpc/list_rules) through the gateway with its Redis cache vs with the
+ *      cache switched off.
+ *
+ * Each server runs as its own process (as in production) while autocannon loads it from this
+ * one; servers run one at a time so they do not share the two cores. Not a test.
+ * Options: --connections N (64), --duration S (5), --warmup S (1).
+ */
+import autocannon from "autocannon";
+import { randomBytes } from "node:crypto";
+import { resolve } from "node:path";
+import { parseArgs } from "node:util";
+import postgres from "postgres";
+import { freePort } from "../api/src/stack/free-port";
+import { startEmbeddedPostgres } from "../api/src/stack/embedded-postgres";
+import { authenticatorUrl, dbmate, setAuthenticatorPassword } from "../api/src/stack/migrate";
+import { startRedisServer } from "../api/src/stack/redis-server";
+
+const ROOT = resolve(import.meta.dir, "..");
+const { values: args } = parseArgs({
+  options: {
+    connections: { type: "string", default: "64" },
+    duration: { type: "string", default: "5" },
+    warmup: { type: "string", default: "1" },
+  },
+});
+const CONNECTIONS = Number(args.connections);
+const DURATION = Number(args.duration);
+const WARMUP = Number(args.warmup);
+
+interface Measured {
+  name: string;
+  rps: number;
+  p50: number;
+  p99: number;
+  errors: number;
+}
+
+async function load(name: string, url: string, headers: Record<string, string>, expect?: (status: number) => void): Promise<Measured> {
+  const run = (duration: number) => autocannon({ url, connections: CONNECTIONS, duration, headers, pipelining: 1 });
+  await run(WARMUP);
+  const result = await run(DURATION);
+  expect?.(result.non2xx);
+  return {
+    name,
+    rps: result.requests.average,
+    p50: result.latency.p50,
+    p99: result.latency.p99,
+    errors: result.errors + result.timeouts + result.non2xx,
+  };
+}
+
+async function spawnServer(command: string[], env: Record<string, string>, healthUrl: string) {
+  const proc = Bun.spawn(command, { cwd: ROOT, env: { PATH: process.env.PATH ?? "", HOME: process.env.HOME ?? "/tmp", ...env }, stdout: "ignore", stderr: "pipe" });
+  const deadline = Date.now() + 20_000;
+  while (Date.now() < deadline) {
+    if (proc.exitCode !== null) throw new Error(`${command.join(" ")} exited: ${await new Response(proc.stderr).text()}`);
+    try {
+      const res = await fetch(healthUrl);
+      await res.arrayBuffer();
+      if (res.status < 500) break;
+    } catch {}
+    await Bun.sleep(50);
+  }
+  return {
+    async stop() {
+      proc.kill("SIGTERM");
+      await proc.exited;
+    },
+  };
+}
+
+async function post(base: string, fn: string, body: unknown, token?: string) {
+  const res = await fetch(`${base}/rpc/${fn}`, {
+    method: "POST",
+    headers: { "Content-Type": "application/json", ...(token ? { Authorization: `Bearer ${token}` } : {}) },
+    body: JSON.stringify(body),
+  });
+  const json = await res.json();
+  if (!res.ok) throw new Error(`${fn}: ${res.status} ${JSON.stringify(json)}`);
+  return json as any;
+}
+
+const pg = await startEmbeddedPostgres({ database: "autoaudit_bench" });
+const redis = await startRedisServer();
+try {
+  await dbmate(pg.url, "up");
+  const admin = postgres(pg.url, { max: 1, onnotice: () => {} });
+  // Preparation only signs in a handful of times; the benchmark measures no bcrypt.
+  await admin.unsafe("alter database autoaudit_bench set autoaudit.bcrypt_cost = 4");
+  await admin.end();
+  const password = randomBytes(18).toString("base64url");
+  await setAuthenticatorPassword(pg.url, password);
+  const appUrl = authenticatorUrl(pg.url, password);
+  const shared = {
+    DATABASE_URL: appUrl,
+    PGRST_DB_URI: appUrl,
+    PGRST_JWT_SECRET: randomBytes(36).toString("base64url"),
+    PGRST_JWT_AUD: "autoaudit",
+    PGRST_DB_SCHEMAS: "api",
+    PGRST_DB_ANON_ROLE: "anon",
+    LOG_REQUESTS: "false",
+    RATE_LIMIT_IP_MAX: "0",
+  };
+
+  const apiPort = await freePort();
+  const api = `http://127.0.0.1:${apiPort}`;
+  const apiEnv = { ...shared, REDIS_URL: redis.url, HOST: "127.0.0.1", PORT: String(apiPort) };
+  let server = await spawnServer(["bun", "api/src/server.ts"], apiEnv, `${api}/health`);
+
+  const email = `bench-${Date.now()}@example.com`;
+  await post(api, "sign_up", { email, password: "bench-password", first_name: "Bench", last_name: "User" });
+  const session = await post(api, "sign_in", { email, password: "bench-password" });
+  const auth = { Authorization: `Bearer ${session.access_token}` };
+  const tenant = await post(api, "create_tenant", { name: "Bench Ltd" }, session.access_token);
+  const rules = Array.from({ length: 50 }, (_, i) => ({ key: `1.${i}`, title: `Rule ${i}`, severity: "medium" }));
+  await post(api, "upsert_rules", { tenant_id: tenant.id, framework: "cis-m365", rules }, session.access_token);
+  const rulesPath = `/rpc/list_rules?tenant_id=${tenant.id}`;
+
+  const results: Measured[] = [];
+  results.push(await load("me via gateway", `${api}/rpc/me`, auth));
+  results.push(await load("list_rules via gateway, cached", `${api}${rulesPath}`, auth));
+  await server.stop();
+
+  server = await spawnServer(["bun", "api/src/server.ts"], { ...apiEnv, CACHE_TTL_SECONDS: "0" }, `${api}/health`);
+  results.push(await load("list_rules via gateway, uncached", `${api}${rulesPath}`, auth));
+  await server.stop();
+
+  const enginePort = await freePort();
+  const engine = `http://127.0.0.1:${enginePort}`;
+  server = await spawnServer(["bun", "api/src/engine/server.ts"], { ...shared, PGRST_SERVER_HOST: "127.0.0.1", PGRST_SERVER_PORT: String(enginePort) }, `${engine}/rpc/me`);
+  results.push(await load("me on the engine directly", `${engine}/rpc/me`, auth));
+  await server.stop();
+
+  const by = (name: string) => results.find((r) => r.name === name)!;
+  console.log(`\ngateway benchmark — ${CONNECTIONS} connections, ${DURATION} s per run (${new Date().toISOString()})\n`);
+  console.log("| scenario | req/s | p50 ms | p99 ms | errors |");
+  console.log("|---|---:|---:|---:|---:|");
+  for (const r of results) console.log(`| ${r.name} | ${r.rps.toFixed(0)} | ${r.p50} | ${r.p99} | ${r.errors} |`);
+  const overhead = 1 - by("me via gateway").rps / by("me on the engine directly").rps;
+  const speedup = by("list_rules via gateway, cached").rps / by("list_rules via gateway, uncached").rps;
+  console.log(`\ngateway overhead on me: ${(overhead * 100).toFixed(1)} % of engine throughput (target < 15 %)`);
+  console.log(`cache speed-up on list_rules: ${speedup.toFixed(2)}× (target ≥ 5×)`);
+} finally {
+  await redis.stop();
+  await pg.stop();
+}
