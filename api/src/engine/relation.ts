@@ -62,8 +62,15 @@ function rangeNotSatisfiable(err: ApiError, contentType: string, contentRange: s
   });
 }
 
+const columnTypeCache = new WeakMap<Relation, Map<string, string>>();
+
 function columnTypes(relation: Relation): Map<string, string> {
-  return new Map(relation.columns.map((c) => [c.name, c.type]));
+  let types = columnTypeCache.get(relation);
+  if (!types) {
+    types = new Map(relation.columns.map((c) => [c.name, c.type]));
+    columnTypeCache.set(relation, types);
+  }
+  return types;
 }
 
 export async function handleRelation(rt: EngineRuntime, req: EngineRequest, name: string): Promise<Response> {
