@@ -47,8 +47,8 @@ describe("sign_in", () => {
 
   test("nulls and over-long input are the same credentials error, nothing written", async () => {
     const sessions = Number((await sql`select count(*) as n from auth.sessions`)[0]!.n);
-    for (const [e, p] of [[null, "password"], [email, null], [email, "x".repeat(73)], ["a".repeat(300), "password"]]) {
-      const result = await callAs(sql, "anon", null, (tx) => tx`select api.sign_in(${e}, ${p})`);
+    for (const [e, p] of [[null, "password"], [email, null], [email, "x".repeat(73)], ["a".repeat(300), "password"]] as (string | null)[][]) {
+      const result = await callAs(sql, "anon", null, (tx) => tx`select api.sign_in(${e ?? null}, ${p ?? null})`);
       expect(result.error).toMatchObject(INVALID_CREDENTIALS);
     }
     expect(Number((await sql`select count(*) as n from auth.sessions`)[0]!.n)).toBe(sessions);
