@@ -54,7 +54,16 @@ describe("routes the API does not have", () => {
   });
 });
 
-describe.skipIf(!canStartInstances)(`CORS and request logs ${SKIP_REASON}`, () => {
+describe.skipIf(!canStartInstances)(`CORS, routing and request logs ${SKIP_REASON}`, () => {
+  test("a very short Host header does not change which route answers", async () => {
+    const api = await startApi(loadConfig(testStack().apiEnv!), testStack().apiEnv!, () => {});
+    started.push(api);
+    const result = await api.gateway.handle(new Request("http://a/rpc/me"));
+    // The anonymous role may not run api.me: PostgREST's 401 for /rpc/me, not a relation lookup of "me".
+    expect(result.status).toBe(401);
+    expect(((await result.json()) as { code: string }).code).toBe("42501");
+  });
+
   test("only the configured origins get CORS headers; preflight answered", async () => {
     const env = { ...testStack().apiEnv!, CORS_ORIGINS: "https://app.example.com" };
     const api = await startApi(loadConfig(env), env, () => {});

@@ -116,8 +116,9 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
       return gatewayErrors.internal().toResponse();
     });
 
-  async function handle(request: Request, info: RequestInfo = {}): Promise<Response> {
+  async function handle(incomingRequest: Request, info: RequestInfo = {}): Promise<Response> {
     const started = performance.now();
+    const request = withRoutableUrl(incomingRequest);
     const incoming = request.headers.get("x-request-id");
     const requestId = incoming && REQUEST_ID.test(incoming) ? incoming : crypto.randomUUID();
     const notes: RequestNotes = { clientIp: clientIp(request, info, config.trustProxy) };
@@ -158,6 +159,18 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
       await sql.end({ timeout: 1 });
     },
   };
+}
+
+/**
+ * Elysia finds the path by searching for "/" from index 11 of the URL, which skips the first
+ * path segment when the host is very short (`Host: api` → "http://api/rpc/me"). Such
+ * requests get a longer placeholder host; nothing downstream reads the host.
+ */
+function withRoutableUrl(request: Request): Request {
+  const url = request.url;
+  const pathStart = url.indexOf("/", url.indexOf("//") + 2);
+  if (pathStart >= 11 || pathStart === -1) return request;
+  return new Request(`http://gateway.internal${url.slice(pathStart)}`, request);
 }
 
 function clientIp(request: Request, info: RequestInfo, trustProxy: boolean): string | undefined {
