@@ -47,6 +47,12 @@ describe("routes the API does not have", () => {
     expect(Object.keys(result.json)).toEqual(["code", "details", "hint", "message"]);
   });
 
+  test("relation reads are forwarded: an unknown table gets PostgREST's 404", async () => {
+    const result = await call("/no_such_table?select=id&id=eq.1&id=lt.5");
+    expect(result.status).toBe(404);
+    expect(result.json.code).toBe("PGRST205");
+  });
+
   test("PUT on a function: 405 in PostgREST's shape", async () => {
     const result = await call("/rpc/me", { method: "PUT", body: {} });
     expect(result.status).toBe(405);
