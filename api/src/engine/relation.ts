@@ -54,12 +54,9 @@ function capRows(query: ReadQuery, maxRows: number | undefined): ReadQuery {
 }
 
 /** The 416 PostgREST renders inline from the read result: no Proxy-Status, verbosity applies. */
-function rangeNotSatisfiable(err: ApiError, contentType: string, contentRange: string, verbosity: "verbose" | "minimal"): Response {
+function rangeNotSatisfiable(err: ApiError, headers: Record<string, string>, verbosity: "verbose" | "minimal"): Response {
   const body = verbosity === "minimal" ? JSON.stringify({ code: err.code, message: err.message }) : err.body();
-  return new Response(body, {
-    status: 416,
-    headers: { "Content-Type": contentType, "Content-Length": String(Buffer.byteLength(body)), "Content-Range": contentRange },
-  });
+  return new Response(body, { status: 416, headers: { ...headers, "Content-Length": String(Buffer.byteLength(body)) } });
 }
 
 const columnTypeCache = new WeakMap<Relation, Map<string, string>>();
@@ -126,14 +123,24 @@ export async function handleRelation(rt: EngineRuntime, req: EngineRequest, name
 
   const total = row.total_result_set === null ? null : Number(row.total_result_set);
   const outcome = rangeOutcome(query.range, Number(row.page_total), total);
-  if (outcome.error) return rangeNotSatisfiable(outcome.error, media.contentType, outcome.contentRange, rt.config.clientErrorVerbosity);
+  // With several exposed schemas PostgREST names the one it served (default included).
+  const profile: Record<string, string> = rt.config.dbSchemas.length > 1 ? { "Content-Profile": req.schema } : {};
+  if (outcome.error) {
+    return rangeNotSatisfiable(outcome.error, { "Content-Type": media.contentType, ...profile, "Content-Range": outcome.contentRange }, rt.config.clientErrorVerbosity);
+  }
 
   const headers: Record<string, string> = {
     "Content-Type": media.contentType,
+    ...profile,
     "Content-Range": outcome.contentRange,
     "Content-Location": `/${encodeURI(name)}${query.canonical === "" ? "" : "?" + query.canonical}`,
   };
-  const appliedPrefs = [count ? `count=${req.prefer.count}` : null, applied ? `tx=${commit ? "commit" : "rollback"}` : null].filter(Boolean);
+  // PostgREST's Preference-Applied for reads: count, tx (when overridable), handling, in this order.
+  const appliedPrefs = [
+    count ? `count=${req.prefer.count}` : null,
+    applied ? `tx=${commit ? "commit" : "rollback"}` : null,
+    req.prefer.handling ? `handling=${req.prefer.handling}` : null,
+  ].filter(Boolean);
   if (appliedPrefs.length > 0) headers["Preference-Applied"] = appliedPrefs.join(", ");
   return responseFromGucs(row, outcome.status, req.method === "HEAD" ? null : row.body ?? "", headers);
 }
