@@ -187,6 +187,10 @@ begin
   if jsonb_array_length(findings) not between 1 and 5000 then
     raise exception using errcode = '22023', message = 'findings must have between 1 and 5000 entries';
   end if;
+  if octet_length(findings::text) > 8388608 then
+    raise exception using errcode = '22023', message = 'findings are larger than 8 MiB in total',
+      hint = 'Keep evidence short: at most 64 KiB per finding.';
+  end if;
   if started is not null and not isfinite(started) or finished is not null and not isfinite(finished) then
     raise exception using errcode = '22023', message = 'started_at and finished_at must be finite times';
   end if;
@@ -391,8 +395,9 @@ declare
 begin
   perform compliance.require_role(upsert_rules.tenant_id, 'admin');
   perform compliance.check_framework(framework);
-  if jsonb_typeof(rules) is distinct from 'array' or jsonb_array_length(rules) not between 1 and 2000 then
-    raise exception using errcode = '22023', message = 'rules must be a JSON array of 1 to 2000 rules',
+  if jsonb_typeof(rules) is distinct from 'array' or jsonb_array_length(rules) not between 1 and 2000
+     or octet_length(rules::text) > 4194304 then
+    raise exception using errcode = '22023', message = 'rules must be a JSON array of 1 to 2000 rules (at most 4 MiB)',
       hint = 'Send [{"key": "1.1.1", "title": "...", "severity": "high"}, ...].';
   end if;
   select e.ord - 1 as idx, e.problem into problem

@@ -161,8 +161,8 @@ describe("compliance over the API", () => {
         SCAN_JOB_STREAM: `test:scan-jobs:${randomUUID()}`,
         SCAN_WORKER_NAME: "api-test-worker",
       },
-      stdout: "pipe",
-      stderr: "pipe",
+      stdout: "ignore",
+      stderr: "inherit",
     });
     try {
       const deadline = Date.now() + 20_000;

@@ -24,7 +24,7 @@ afterAll(async () => {
 const embedded = !testStack().external;
 
 function spawnWorker(name: string, stream: string, mode: "block" | "complete", logFile: string) {
-  return Bun.spawn(["bun", "api/src/cli/worker.ts"], {
+  const proc = Bun.spawn(["bun", "api/src/cli/worker.ts"], {
     cwd: ROOT,
     env: {
       ...process.env,
@@ -39,8 +39,11 @@ function spawnWorker(name: string, stream: string, mode: "block" | "complete", l
       QUEUE_TEST_LOG: logFile,
     },
     stdout: "pipe",
-    stderr: "pipe",
+    stderr: "inherit",
   });
+  // Drained as it comes, so a chatty worker never blocks on a full pipe.
+  const output = new Response(proc.stdout as ReadableStream).text();
+  return Object.assign(proc, { output: () => output });
 }
 
 const logLines = (file: string) => {
@@ -94,9 +97,12 @@ describe.if(embedded)("scan-job queue guarantees", () => {
       expect((await sql`select count(*)::int as n from compliance.scans where tenant_id = ${t.tenantId}`)[0]!.n).toBe(1);
       await waitFor("the reclaimed entry to be acknowledged", async () => (await pendingCount(redis, stream, SCAN_JOB_GROUP)) === 0);
 
-      // A graceful stop exits 0.
+      // A graceful stop exits 0; the CLI ran as the least-privileged scan_worker role.
       b.kill("SIGTERM");
       expect(await b.exited).toBe(0);
+      const output = await b.output();
+      expect(output).toContain('"event":"scan_worker_started"');
+      expect(output).toContain('"db_role":"scan_worker"');
     } finally {
       a.kill("SIGKILL");
       b?.kill("SIGKILL");

@@ -126,6 +126,56 @@ describe("scan-job queue, in process", () => {
     expect((await sql`select count(*)::int as n from compliance.scans where tenant_id = ${t.tenantId}`)[0]!.n).toBe(0);
   }, 30_000);
 
+  test("an attempt over its time limit is aborted and retried, even if the handler ignores the signal", async () => {
+    const t = await queueTenant(sql, "queue-timeout");
+    const stream = testStream();
+    const attempts: number[] = [];
+    const { relay, worker } = startPair(
+      stream,
+      {
+        async handle(job: ScanJob) {
+          attempts.push(job.attempt);
+          if (job.attempt === 1) await new Promise(() => {}); // hangs, deaf to its signal
+          return { findings: [{ rule: "1.1.1", result: "pass" }] };
+        },
+      },
+      { jobTimeoutMs: 300 },
+    );
+    await relay.start();
+    worker.start();
+    const jobId = await requestScan(sql, t);
+    const done = await waitFor("the retried job to be done", async () => {
+      const row = await jobRow(sql, jobId);
+      return row.status === "done" ? row : null;
+    });
+    expect(done.attempts).toBe(2);
+    expect(attempts).toEqual([1, 2]);
+  }, 30_000);
+
+  test("the scan_worker role may run the queue functions and nothing else", async () => {
+    const t = await queueTenant(sql, "queue-role");
+    const jobId = await requestScan(sql, t);
+    const asWorker = (fn: (tx: any) => Promise<any>): Promise<any> =>
+      sql.begin(async (tx) => {
+        await tx`set local role scan_worker`;
+        return fn(tx);
+      });
+    const started = await asWorker((tx) => tx`select compliance.start_scan_job(${jobId}::uuid, 'role-test', '1 minute') as r`);
+    expect(started[0].r.outcome).toBe("started");
+    const finished = await asWorker((tx) => tx`select compliance.finish_scan_job(${jobId}::uuid, ${started[0].r.lease}::uuid, '[{"rule":"1.1.1","result":"pass"}]', null) as j`);
+    expect(finished[0].j.status).toBe("done");
+    for (const statement of [
+      "select * from compliance.scan_jobs",
+      "select * from compliance.scans",
+      "select * from auth.users",
+      `select api.submit_scan('${t.tenantId}', 'cis-m365', '[]')`,
+      `select compliance.record_scan('${t.tenantId}', 'cis-m365', '[]', null, null, null)`,
+    ]) {
+      const error = await asWorker((tx) => tx.unsafe(statement)).then(() => undefined, (e) => e);
+      expect({ statement, code: error?.code }).toEqual({ statement, code: "42501" });
+    }
+  });
+
   test("request_scan checks its input and the caller's role", async () => {
     const t = await queueTenant(sql, "queue-input");
     const { rpc } = await import("../compliance/support");

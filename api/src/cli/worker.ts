@@ -8,6 +8,12 @@
 //   SCAN_JOB_HEARTBEAT_MS    heartbeat of a running job (default claim idle / 4)
 //   SCAN_JOB_RELAY           "false" to run without the outbox relay (another process runs it)
 //   SCAN_JOB_STREAM          the stream key (default autoaudit:scan-jobs)
+//   SCAN_JOB_TIMEOUT_MS      abort and retry an attempt running longer (default 900000)
+//   SCAN_WORKER_DATABASE_URL connect with this URL instead of DATABASE_URL (a login role that
+//                            is a member of scan_worker)
+//   SCAN_WORKER_DB_ROLE      role the connections switch to (default scan_worker: the queue
+//                            functions and nothing else, even when the URL is a superuser's);
+//                            empty to stay the URL's role
 import { resolve } from "node:path";
 import Redis from "ioredis";
 import postgres from "postgres";
@@ -52,7 +58,7 @@ async function loadHandler(spec: string): Promise<ScanJobHandler> {
 const log = (event: Record<string, unknown>) => console.log(JSON.stringify({ time: new Date().toISOString(), ...event }));
 
 async function main() {
-  const databaseUrl = env("DATABASE_URL");
+  const databaseUrl = env("SCAN_WORKER_DATABASE_URL") ?? env("DATABASE_URL");
   const redisUrl = env("REDIS_URL");
   if (!databaseUrl || !redisUrl) {
     console.error("bun run worker needs DATABASE_URL and REDIS_URL (the API's configuration; `bun run dev` prints both)");
@@ -64,7 +70,10 @@ async function main() {
   const name = env("SCAN_WORKER_NAME") ?? defaultWorkerName();
   const stream = env("SCAN_JOB_STREAM") ?? SCAN_JOB_STREAM;
 
-  const sql = postgres(databaseUrl, { max: 4, onnotice: () => {} });
+  const jobTimeoutMs = intEnv("SCAN_JOB_TIMEOUT_MS", 15 * 60_000, 1000, 24 * 3_600_000);
+  const dbRole = process.env.SCAN_WORKER_DB_ROLE?.trim() ?? "scan_worker";
+  // `role` as a startup parameter: every connection (the LISTEN one too) starts as that role.
+  const sql = postgres(databaseUrl, { max: 4, onnotice: () => {}, connection: dbRole ? { role: dbRole } : {} });
   const redisLink = connectRedis(redisUrl);
   const cache = new RedisResponseCache(redisLink);
   const relayRedis = new Redis(redisUrl, {
@@ -86,6 +95,7 @@ async function main() {
     stream,
     claimIdleMs,
     heartbeatMs,
+    jobTimeoutMs,
     // The gateway caches latest_scan and friends per tenant: a recorded scan makes them stale.
     onScanRecorded: (tenantId) => cache.evict([`tenant:${tenantId}`]),
     onRequeued: () => void relay?.flush(),
@@ -94,7 +104,8 @@ async function main() {
 
   await relay?.start();
   worker.start();
-  log({ event: "scan_worker_started", worker: name, stream, claim_idle_ms: claimIdleMs, heartbeat_ms: heartbeatMs, relay: Boolean(relay) });
+  const [who] = await sql`select current_user as role`;
+  log({ event: "scan_worker_started", worker: name, stream, db_role: who?.role, claim_idle_ms: claimIdleMs, heartbeat_ms: heartbeatMs, relay: Boolean(relay) });
 
   let stopping = false;
   const stop = async (signal: string) => {

@@ -22,6 +22,8 @@ export interface WorkerOptions {
   staleAfterMs?: number;
   /** XREADGROUP BLOCK time: how quickly stop() is noticed. */
   blockMs?: number;
+  /** An attempt running longer is aborted and retried (default 15 minutes). */
+  jobTimeoutMs?: number;
   /** Called after a job recorded a scan (the API's cache of that tenant is stale). */
   onScanRecorded?: (tenantId: string) => Promise<void> | void;
   /** Called after an attempt failed and the job went back to the outbox for a retry. */
@@ -52,6 +54,7 @@ export class ScanWorker {
   private readonly heartbeatMs: number;
   private readonly staleAfterMs: number;
   private readonly blockMs: number;
+  private readonly jobTimeoutMs: number;
   private readonly log: (event: Record<string, unknown>) => void;
   /** Blocking reads get their own connection; commands must not wait behind them. */
   private readonly reader: Redis;
@@ -71,6 +74,7 @@ export class ScanWorker {
     this.heartbeatMs = options.heartbeatMs ?? Math.max(50, Math.floor(this.claimIdleMs / 4));
     this.staleAfterMs = options.staleAfterMs ?? this.claimIdleMs;
     this.blockMs = options.blockMs ?? 2000;
+    this.jobTimeoutMs = options.jobTimeoutMs ?? 15 * 60_000;
     this.log = options.log ?? (() => {});
     const common = {
       enableOfflineQueue: false,
@@ -181,10 +185,16 @@ export class ScanWorker {
       })();
     }, this.heartbeatMs);
 
+    const timeout = setTimeout(
+      () => controller.abort(new Error(`attempt timed out after ${this.jobTimeoutMs} ms`)),
+      this.jobTimeoutMs,
+    );
+
     try {
       let result;
       try {
-        result = await this.options.handler.handle(job, { signal: controller.signal });
+        // A handler that ignores its signal still loses the race: the attempt ends either way.
+        result = await Promise.race([this.options.handler.handle(job, { signal: controller.signal }), rejectOnAbort(controller.signal)]);
         if (leaseLost) return;
       } catch (error) {
         if (leaseLost) return;
@@ -218,7 +228,15 @@ export class ScanWorker {
       if (outcome.scanId) await Promise.resolve(this.options.onScanRecorded?.(job.tenantId)).catch(() => {});
     } finally {
       clearInterval(beat);
+      clearTimeout(timeout);
       this.current = undefined;
     }
   }
+}
+
+function rejectOnAbort(signal: AbortSignal): Promise<never> {
+  return new Promise((_, reject) => {
+    if (signal.aborted) return reject(signal.reason);
+    signal.addEventListener("abort", () => reject(signal.reason), { once: true });
+  });
 }
