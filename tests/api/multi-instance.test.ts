@@ -11,7 +11,7 @@ let second: SpawnedApi;
 describe.skipIf(!env)("two API processes [spawns its own API processes: not with API_URL]", () => {
   beforeAll(async () => {
     [first, second] = await Promise.all([spawnApi(env!), spawnApi(env!)]);
-  });
+  }, 60_000);
   afterAll(async () => {
     await Promise.all([first?.stop(), second?.stop()]);
   });

@@ -27,7 +27,7 @@ describe.skipIf(!baseEnv)("Postgres restart [stops a Postgres server: not with A
     const appUrl = authenticatorUrl(pg.url, password);
     const env = { ...baseEnv!, DATABASE_URL: appUrl, PGRST_DB_URI: appUrl, UPSTREAM_TIMEOUT_MS: "3000" };
     api = await startApi(loadConfig(env), env, () => {});
-  });
+  }, 60_000);
   afterAll(async () => {
     await api?.stop();
     await pg?.stop();

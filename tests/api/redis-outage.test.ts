@@ -19,7 +19,7 @@ describe.skipIf(!baseEnv)("Redis outage [stops a Redis server: not with API_URL]
     redis = await startRedisServer();
     const env = { ...baseEnv!, REDIS_URL: redis.url };
     [a, b] = await Promise.all([startApi(loadConfig(env), env, () => {}), startApi(loadConfig(env), env, () => {})]);
-  });
+  }, 30_000);
   afterAll(async () => {
     await a?.stop();
     await b?.stop();
