@@ -84,9 +84,19 @@ describe("hostile query strings", () => {
   test("each malformed one is a 400 with PostgREST's code, never a 500", async () => {
     const wrong: string[] = [];
     const codes = new Map<string, number>();
-    for (const qs of cases) {
-      const res = await f.get(`/people?${qs}`);
-      const text = await res.text();
+    // Eight at a time: quicker, and the engine sees concurrent hostile requests too.
+    const answers: Array<{ qs: string; res: Response; text: string }> = [];
+    for (let i = 0; i < cases.length; i += 8) {
+      answers.push(
+        ...(await Promise.all(
+          cases.slice(i, i + 8).map(async (qs) => {
+            const res = await f.get(`/people?${qs}`);
+            return { qs, res, text: await res.text() };
+          }),
+        )),
+      );
+    }
+    for (const { qs, res, text } of answers) {
       let body: { code?: unknown; message?: unknown; details?: unknown; hint?: unknown } = {};
       try {
         body = JSON.parse(text);
@@ -105,7 +115,7 @@ describe("hostile query strings", () => {
     expect(wrong).toEqual([]);
     // The grammar catches most of them before PostgreSQL sees anything.
     expect(codes.get("PGRST100")).toBeGreaterThan(100);
-  });
+  }, 60_000);
 
   test("well-formed SQL-looking values and names are data: 200, nothing happens", async () => {
     for (const v of SQLISH) {
@@ -121,7 +131,7 @@ describe("hostile query strings", () => {
     const huge = await f.get(`/people?select=id&id=in.(${Array.from({ length: 20000 }, (_, i) => i + 10).join(",")})`);
     expect(huge.status).toBe(200);
     expect(await huge.text()).toBe("[]");
-  });
+  }, 60_000);
 
   test("as in PostgREST, what follows a complete parameter is ignored, not executed", async () => {
     const same = async (a: string, b: string) => {
