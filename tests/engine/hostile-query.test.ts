@@ -10,7 +10,7 @@ let before: string;
 beforeAll(async () => {
   f = await startRelationFixture();
   before = await fixtureChecksum(f);
-});
+}, 30_000);
 afterAll(async () => {
   await f?.stop();
 });

@@ -2,12 +2,15 @@
 // filters, trees, ordering, shaping, ranges and counts, media types, RLS per user, and the
 // PostgREST-shaped refusals (unknown table, writes, embedding).
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { startRelationFixture, type RelationFixture } from "./relation-support";
+import { createEngine } from "../../api/src/engine";
+import { defaultEngineConfig } from "../../api/src/engine/config";
+import { testStack } from "../support/stack";
+import { JWT_SECRET, startRelationFixture, type RelationFixture } from "./relation-support";
 
 let f: RelationFixture;
 beforeAll(async () => {
   f = await startRelationFixture();
-});
+}, 30_000);
 afterAll(async () => {
   await f?.stop();
 });
@@ -254,5 +257,25 @@ describe("roles and row-level security", () => {
     expect(JSON.parse(text).code).toBe("25006");
     const [row] = await f.admin.unsafe(`select count(*)::int as n from ${f.schema}.secrets`);
     expect(row!.n).toBe(0);
+  });
+});
+
+describe("schemas", () => {
+  test("with several exposed schemas: Content-Profile, and Accept-Profile picks the schema", async () => {
+    const engine = await createEngine(
+      defaultEngineConfig({ dbSchemas: [f.schema, "api"], dbAnonRole: "anon", jwtSecret: JWT_SECRET }),
+      { databaseUrl: testStack().authenticatorUrl, log: () => {} },
+    );
+    try {
+      const res = await engine.fetch(new Request("http://engine/people?select=id&id=eq.1"));
+      expect(res.status).toBe(200);
+      expect(res.headers.get("content-profile")).toBe(f.schema);
+      expect(await res.text()).toBe('[{"id":1}]');
+      const other = await engine.fetch(new Request("http://engine/people", { headers: { "Accept-Profile": "api" } }));
+      expect(other.status).toBe(404);
+      expect((await other.json()).message).toBe("Could not find the table 'api.people' in the schema cache");
+    } finally {
+      await engine.close();
+    }
   });
 });
