@@ -9,7 +9,7 @@ let sql: postgres.Sql;
 beforeAll(async () => {
   cluster = await startEmbeddedPostgres({ database: "roundtrip" });
   sql = postgres(cluster.url, { max: 1, onnotice: () => {} });
-});
+}, 60_000);
 afterAll(async () => {
   await sql?.end();
   await cluster?.stop();
