@@ -173,6 +173,18 @@ describe("media types", () => {
     expect(JSON.parse(none.text).details).toBe("The result contains 0 rows");
   });
 
+  test("nulls=stripped drops null members, array and object alike", async () => {
+    const arr = await read("/people?select=id,score,team&id=in.(3,5)&order=id", { Accept: "application/vnd.pgrst.array+json;nulls=stripped" });
+    expect(arr.status).toBe(200);
+    expect(arr.res.headers.get("content-type")).toBe("application/vnd.pgrst.array+json;nulls=stripped; charset=utf-8");
+    expect(JSON.parse(arr.text)).toEqual([{ id: 3, team: "red" }, { id: 5, score: 75 }]);
+    const obj = await read("/people?select=id,score&id=eq.3", { Accept: "application/vnd.pgrst.object+json;nulls=stripped" });
+    expect(obj.text).toBe('{"id":3}');
+    const plain = await read("/people?select=id,score&id=eq.3", { Accept: "application/vnd.pgrst.array+json" });
+    expect(plain.res.headers.get("content-type")).toBe("application/json; charset=utf-8");
+    expect(plain.text).toBe('[{"id":3,"score":null}]');
+  });
+
   test("text/csv", async () => {
     const { res, status, text } = await read("/people?select=id,name,score&id=in.(1,3,5)&order=id", { Accept: "text/csv" });
     expect(status).toBe(200);

@@ -95,6 +95,7 @@ export async function handleRelation(rt: EngineRuntime, req: EngineRequest, name
     built = buildReadSql({ text: target, values: [], qualifier: target }, query, {
       count,
       shape: req.method === "HEAD" ? "none" : media.shape,
+      stripNulls: media.stripNulls,
       columns: columnTypes(relation),
     });
   } catch (e) {

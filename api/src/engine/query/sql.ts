@@ -36,6 +36,8 @@ export interface BuildOptions {
   rows?: "records" | "scalars" | "single-record" | "single-scalar";
   /** Column name → type name, when known; decides to_jsonb for JSON paths and to_tsvector for fts. */
   columns?: ReadonlyMap<string, string>;
+  /** `nulls=stripped` media types: json_strip_nulls over the JSON body. */
+  stripNulls?: boolean;
 }
 
 /** The result row: the builder's SQL always yields exactly one. */
@@ -171,14 +173,15 @@ function jsonPathAlias(f: Field): string | null {
   return lastKey ? lastKey.operand : f.name;
 }
 
-function bodyExpression(shape: BodyShape, rows: NonNullable<BuildOptions["rows"]>): string {
+function bodyExpression(shape: BodyShape, rows: NonNullable<BuildOptions["rows"]>, stripNulls: boolean): string {
   const scalar = rows === "scalars" || rows === "single-scalar";
   const agg = scalar ? "json_agg(_postgrest_t.pgrst_scalar)" : "json_agg(_postgrest_t)";
+  const strip = (e: string) => (stripNulls ? `json_strip_nulls(${e})` : e);
   switch (shape) {
     case "none":
       return "''::text";
     case "single":
-      return `coalesce(${agg}->0, 'null')`;
+      return `coalesce(${strip(`${agg}->0`)}, 'null')`;
     case "csv":
       return (
         "(SELECT coalesce(string_agg(a.k, ','), '') FROM (SELECT json_object_keys(r)::text as k FROM " +
@@ -186,7 +189,7 @@ function bodyExpression(shape: BodyShape, rows: NonNullable<BuildOptions["rows"]
         "coalesce(string_agg(substring(_postgrest_t::text, 2, length(_postgrest_t::text) - 2), '\n'), '')"
       );
     case "json":
-      return rows === "single-record" || rows === "single-scalar" ? `coalesce(${agg}->0, 'null')` : `coalesce(${agg}, '[]')`;
+      return rows === "single-record" || rows === "single-scalar" ? `coalesce(${strip(`${agg}->0`)}, 'null')` : `coalesce(${strip(agg)}, '[]')`;
   }
 }
 
@@ -212,7 +215,7 @@ export function buildReadSql(source: ReadSource, query: ReadQuery, opts: BuildOp
   text +=
     ` SELECT ${opts.count ? "(SELECT pg_catalog.count(*) FROM pgrst_source_count)" : "null::bigint"} AS total_result_set,` +
     ` pg_catalog.count(_postgrest_t) AS page_total,` +
-    ` ${bodyExpression(opts.shape, opts.rows ?? "records")} AS body,` +
+    ` ${bodyExpression(opts.shape, opts.rows ?? "records", opts.stripNulls ?? false)} AS body,` +
     ` nullif(current_setting('response.headers', true), '') AS response_headers,` +
     ` nullif(current_setting('response.status', true), '') AS response_status` +
     ` FROM ( SELECT * FROM pgrst_source ) _postgrest_t`;
