@@ -9,7 +9,7 @@ import type { Row } from "postgres";
 import { ApiError } from "./errors";
 import { commitRequested, runRequest, type EngineRequest, type EngineRuntime } from "./context";
 import {
-  buildReadSql, negotiateRead, parseReadQuery, qualified, rangeOutcome, UnsafeCastError,
+  buildReadSql, negotiateRead, parseReadQuery, qualified, rangeErrorResponse, rangeOutcome, UnsafeCastError,
   type ReadQuery, type ReadRow,
 } from "./query";
 import { checkStrictPreferences } from "./request";
@@ -51,12 +51,6 @@ function capRows(query: ReadQuery, maxRows: number | undefined): ReadQuery {
   const cap = query.range.lower + maxRows - 1;
   if (query.range.upper !== null && query.range.upper <= cap) return query;
   return { ...query, limit: maxRows, range: { lower: query.range.lower, upper: cap } };
-}
-
-/** The 416 PostgREST renders inline from the read result: no Proxy-Status, verbosity applies. */
-function rangeNotSatisfiable(err: ApiError, headers: Record<string, string>, verbosity: "verbose" | "minimal"): Response {
-  const body = verbosity === "minimal" ? JSON.stringify({ code: err.code, message: err.message }) : err.body();
-  return new Response(body, { status: 416, headers: { ...headers, "Content-Length": String(Buffer.byteLength(body)) } });
 }
 
 const columnTypeCache = new WeakMap<Relation, Map<string, string>>();
@@ -127,7 +121,7 @@ export async function handleRelation(rt: EngineRuntime, req: EngineRequest, name
   // With several exposed schemas PostgREST names the one it served (default included).
   const profile: Record<string, string> = rt.config.dbSchemas.length > 1 ? { "Content-Profile": req.schema } : {};
   if (outcome.error) {
-    return rangeNotSatisfiable(outcome.error, { "Content-Type": media.contentType, ...profile, "Content-Range": outcome.contentRange }, rt.config.clientErrorVerbosity);
+    return rangeErrorResponse(outcome.error, { "Content-Type": media.contentType, ...profile, "Content-Range": outcome.contentRange }, rt.config.clientErrorVerbosity);
   }
 
   const headers: Record<string, string> = {

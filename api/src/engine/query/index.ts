@@ -2,10 +2,13 @@
  * The engine's read machinery, shared by `/rpc/<fn>` (set-returning functions) and
  * `/<table or view>`: one grammar (PostgREST's query parameters) and one SQL builder.
  *
- *   const q = parseReadQuery(url.search, { rangeHeader: req.headers.get("range") });
- *   const sql = buildReadSql({ text: '"api"."things"', values: [], qualifier: '"api"."things"' }, q, { count, shape: "json" });
- *   const [row] = await tx.unsafe(sql.text, sql.values);   // one row: total_result_set, page_total, body, …
- *   const { status, headers } = readResponseMeta(q, row, count)  // Content-Range, 206/416
+ *   const q = parseReadQuery(rawQuery, { rangeHeader: req.headers.get("range") });   // PGRST100/103/108/123/127
+ *   const media = negotiateRead(req.headers.get("accept"));                             // PGRST107
+ *   const sql = buildReadSql({ text: '"api"."things"', values: [], qualifier: '"api"."things"' }, q,
+ *                            { count, shape: media.shape, stripNulls: media.stripNulls });
+ *   const [row] = await tx.unsafe(sql.text, sql.values);  // one row: total_result_set, page_total, body, GUCs
+ *   const outcome = rangeOutcome(q.range, Number(row.page_total), count ? Number(row.total_result_set) : null);
+ *   // outcome.status (200/206/416), outcome.contentRange; rangeErrorResponse() for the inline 416
  */
 export type {
   Condition, Field, Filter, JsonStep, Operation, OrderTerm, ReadQuery, RowRange, SelectItem,
@@ -15,5 +18,5 @@ export {
   buildReadSql, quoteIdent, qualified, arrayLiteral, UnsafeCastError,
   type BodyShape, type BuildOptions, type ReadRow, type ReadSource, type SqlText,
 } from "./sql";
-export { contentRange, rangeOutcome, type RangeOutcome } from "./range";
+export { contentRange, rangeErrorResponse, rangeOutcome, type RangeOutcome } from "./range";
 export { negotiateRead, type ReadMedia } from "./media";

@@ -37,3 +37,13 @@ export function rangeOutcome(range: RowRange, pageTotal: number, tableTotal: num
   }
   return { status: 1 + upper - lower < tableTotal ? 206 : 200, contentRange: header };
 }
+
+/**
+ * The 416 response PostgREST renders inline from a read result (not through its error handler):
+ * no Proxy-Status header; the client-error verbosity still applies. `headers` carries at least
+ * Content-Type and Content-Range.
+ */
+export function rangeErrorResponse(err: ApiError, headers: Record<string, string>, verbosity: "verbose" | "minimal"): Response {
+  const body = verbosity === "minimal" ? JSON.stringify({ code: err.code, message: err.message }) : err.body();
+  return new Response(body, { status: 416, headers: { ...headers, "Content-Length": String(Buffer.byteLength(body)) } });
+}
