@@ -1,0 +1,301 @@
+/**
+ * `bun run load`: the load report of issue 9. Not a test: it measures and reports, nothing
+ * asserts a speed.
+ *
+ *   bun run load              full report (about 3–4 minutes)
+ *   bun run load --quick      smoke run, a few seconds per scenario
+ *   bun run load --soak       10 minutes of `me` at 64 connections: RSS, backends, errors
+ *   bun run load --soak --minutes 2
+ *   bun run load --duration 10 --warmup 3      seconds per scenario
+ *   bun run load --log-requests                keep the API's JSON request log on (default off)
+ *   API_URL=http://host:8000 [UNCACHED_API_URL=…] [DATABASE_URL=postgres://superuser@…] [API_PID=…] bun run load
+ *
+ * Without API_URL it starts the embedded stack (PostgreSQL, Redis, the API with the embedded
+ * engine) in a child process (bench/load/stack.ts) on free loopback ports, so autocannon never
+ * shares the server's event loop; everything still shares the machine's cores, as on the
+ * machine the targets were set on. The API's sign-in rate limits are switched off for the run
+ * (RATE_LIMIT_IP_MAX=0, RATE_LIMIT_EMAIL_MAX=0): one load generator on one address would
+ * otherwise measure the limiter. bcrypt stays at cost 12.
+ */
+import { availableParallelism } from "node:os";
+import { parseArgs } from "node:util";
+import postgres from "postgres";
+import { bcryptLimit, directPool, issueTokenDirect, meDirect, sqlSessions, storedHash, validateDirect, type DirectOptions } from "./load/baselines";
+import { errorCount, fire, fireInChild, firePolite, type ShotRequest, type ShotResult, type ShotSpec } from "./load/cannon";
+import { signIn, signUpUsers, tenantWithRules, type Session } from "./load/prepare";
+import {
+  BASELINE_HEADER,
+  baselineRows,
+  machineLine,
+  markdownTable,
+  ms,
+  rate,
+  rssMiB,
+  SCENARIO_HEADER,
+  scenarioRows,
+  targetRows,
+  type BaselineRow,
+  type Target,
+} from "./load/report";
+import { startStackProcess, type StackInfo, type StackProcess } from "./load/stack";
+
+const { values: args } = parseArgs({
+  options: {
+    quick: { type: "boolean", default: false },
+    soak: { type: "boolean", default: false },
+    minutes: { type: "string" },
+    duration: { type: "string" },
+    warmup: { type: "string" },
+    "log-requests": { type: "boolean", default: false },
+  },
+});
+
+const QUICK = args.quick!;
+const DURATION = Number(args.duration ?? (QUICK ? 3 : 8));
+const WARMUP = Number(args.warmup ?? (QUICK ? 1 : 2));
+const CORES = availableParallelism();
+const say = (line: string) => console.error(`[load] ${line}`);
+
+// ── the stack ───────────────────────────────────────────────────────────────────────
+let stackProcess: StackProcess | undefined;
+let info: StackInfo;
+if (process.env.API_URL) {
+  const databaseUrl = process.env.DATABASE_URL;
+  info = {
+    apiUrl: process.env.API_URL.replace(/\/+$/, ""),
+    uncachedApiUrl: process.env.UNCACHED_API_URL?.replace(/\/+$/, ""),
+    databaseUrl,
+    authenticatorUrl: process.env.AUTHENTICATOR_URL ?? databaseUrl,
+    database: databaseUrl ? new URL(databaseUrl).pathname.slice(1) : undefined,
+    apiPid: process.env.API_PID ? Number(process.env.API_PID) : undefined,
+    settings: {},
+  };
+  say(`using API_URL=${info.apiUrl}${databaseUrl ? "" : " (no DATABASE_URL: direct-SQL baselines are skipped)"}`);
+} else {
+  say("starting the embedded stack in a child process…");
+  stackProcess = await startStackProcess({ logRequests: args["log-requests"], log: say });
+  info = stackProcess.info;
+}
+const api = info.apiUrl;
+const stopAll = async () => {
+  await stackProcess?.stop();
+};
+process.on("SIGINT", () => void stopAll().then(() => process.exit(130)));
+
+const admin = info.databaseUrl ? postgres(info.databaseUrl, { max: 2, onnotice: () => {} }) : undefined;
+const direct = info.authenticatorUrl ? directPool(info.authenticatorUrl) : undefined;
+
+try {
+  const machine = machineLine();
+  say(machine);
+
+  // ── preparation (through the API) ─────────────────────────────────────────────────
+  const began = performance.now();
+  const emails = await signUpUsers(api, QUICK ? 4 : 8, CORES);
+  const sessions = await signIn(api, emails, QUICK ? 8 : 16, CORES);
+  const tenantId = await tenantWithRules(api, sessions[0]!, 50);
+  say(`prepared ${emails.length} accounts, ${sessions.length} sessions and a tenant with 50 rules in ${((performance.now() - began) / 1000).toFixed(1)} s`);
+
+  const bearer = (s: Session) => ({ authorization: `Bearer ${s.accessToken}` });
+  const meGet: ShotRequest[] = sessions.map((s) => ({ path: "/rpc/me", headers: bearer(s) }));
+  const mePost: ShotRequest[] = sessions.map((s) => ({ path: "/rpc/me", method: "POST", headers: bearer(s), body: "{}" }));
+  const signInRequests: ShotRequest[] = emails.map((email) => ({
+    path: "/rpc/sign_in",
+    method: "POST",
+    body: JSON.stringify({ email, password: "load-test-password" }),
+  }));
+  const shot = (name: string, connections: number, requests: ShotRequest[], extra: Partial<ShotSpec> = {}): ShotSpec => ({
+    name,
+    url: api,
+    connections,
+    durationSec: DURATION,
+    warmupSec: WARMUP,
+    requests,
+    ...extra,
+  });
+  const directOptions = (concurrency: number): DirectOptions => ({ concurrency, durationMs: DURATION * 1000, warmupMs: Math.min(WARMUP, 1) * 1000 });
+
+  const results: ShotResult[] = [];
+  const baselines: BaselineRow[] = [];
+  const run = async (spec: ShotSpec, generator: (spec: ShotSpec) => Promise<ShotResult> = fire) => {
+    say(`${spec.name} @ ${spec.connections} connections: ${spec.warmupSec} s warm-up + ${spec.durationSec} s…`);
+    const r = await generator(spec);
+    results.push(r);
+    say(`  ${rate(r.reqPerSec)} req/s, p50 ${ms(r.p50)} ms, p99 ${ms(r.p99)} ms, errors ${errorCount(r)}`);
+    return r;
+  };
+
+  if (args.soak) {
+    await soak(meGet);
+  } else {
+    // ── scenarios ─────────────────────────────────────────────────────────────────────
+    const probe = await fetch(`${api}/rpc/me`, { headers: bearer(sessions[0]!) });
+    await probe.arrayBuffer();
+    const meCache = probe.headers.get("x-cache");
+    const meGetLabel = meCache ? `GET /rpc/me (X-Cache ${meCache})` : "GET /rpc/me (not cached: reaches the database)";
+
+    const health = await run(shot("GET /health (checks PostgreSQL, Redis, engine)", 64, [{ path: "/health" }]));
+    const me: Record<string, ShotResult> = {};
+    for (const c of [16, 64, 256]) me[`get${c}`] = await run(shot(meGetLabel, c, meGet));
+    for (const c of [16, 64, 256]) me[`post${c}`] = await run(shot("POST /rpc/me (never cached)", c, mePost));
+
+    const claims = sessions.map((s) => JSON.parse(Buffer.from(s.accessToken.split(".")[1]!, "base64url").toString()) as Record<string, unknown>);
+    if (direct) {
+      say("direct SQL: api.me() @ 64 callers…");
+      baselines.push({ name: "select api.me() (role authenticated + claims, read-only tx)", callers: 64, m: await meDirect(direct, claims, directOptions(64)), note: `pool ${process.env.PGRST_DB_POOL ?? 10}` });
+    }
+
+    const validatePaths = sessions.map((s) => ({ path: `/rpc/validate_token?refresh_token=${encodeURIComponent(s.refreshToken)}` }));
+    const validate = await run(shot("GET /rpc/validate_token (never cached)", 64, validatePaths));
+    if (direct) {
+      say("direct SQL: api.validate_token() @ 64 callers…");
+      baselines.push({ name: "select api.validate_token($1) (role anon, read-only tx)", callers: 64, m: await validateDirect(direct, sessions.map((s) => s.refreshToken), directOptions(64)) });
+    }
+
+    const rulesPath = `/rpc/list_rules?tenant_id=${tenantId}`;
+    const rulesHeaders = bearer(sessions[0]!);
+    const cached = await run(shot("GET /rpc/list_rules, 50 rules (cache on: X-Cache HIT)", 64, [{ path: rulesPath, headers: rulesHeaders }]));
+    const uncached = info.uncachedApiUrl
+      ? await run({ ...shot("GET /rpc/list_rules, 50 rules (CACHE_TTL_SECONDS=0)", 64, [{ path: rulesPath, headers: rulesHeaders }]), url: info.uncachedApiUrl })
+      : undefined;
+
+    let bcrypt: BaselineRow | undefined;
+    if (admin) {
+      const { hash, cost } = await storedHash(admin, emails[0]!);
+      say(`direct SQL: crypt() at cost ${cost} @ ${CORES} callers…`);
+      // The authenticator may not execute extensions.crypt itself (only through sign_in, a
+      // SECURITY DEFINER function), so the bare loop runs as the superuser, one connection per caller.
+      const hashPool = postgres(info.databaseUrl!, { max: CORES, onnotice: () => {} });
+      try {
+        bcrypt = { name: `select crypt($1, $2) at bcrypt cost ${cost} (the bcrypt limit)`, callers: CORES, m: await bcryptLimit(hashPool, hash, directOptions(CORES)), note: "one caller per core" };
+      } finally {
+        await hashPool.end({ timeout: 2 });
+      }
+      baselines.push(bcrypt);
+    }
+    const signIn16 = await run(shot("POST /rpc/sign_in, clients honour Retry-After", 16, signInRequests, { harvestRefreshTokens: true }), firePolite);
+    const signIn64 = await run(shot("POST /rpc/sign_in, overload: 503s retried at once", 64, signInRequests, { harvestRefreshTokens: true }));
+
+    // Refresh tokens for the rotation chains: the sessions the sign-in scenarios just opened.
+    const harvested = [...signIn16.harvested, ...signIn64.harvested];
+    const needed = 64 + 32;
+    if (harvested.length < needed) {
+      say(`signing in ${needed - harvested.length} more sessions for the rotation chains…`);
+      harvested.push(...(await signIn(api, emails, needed - harvested.length, CORES)).map((s) => s.refreshToken));
+    }
+    const issue = await run({
+      ...shot("POST /rpc/issue_token (rotation chains)", 64, []),
+      rotation: { path: "/rpc/issue_token", tokens: harvested },
+    });
+    if (admin && direct) {
+      const tokens = await sqlSessions(admin, sessions[0]!.userId, 96);
+      say("direct SQL: api.issue_token() @ 64 callers…");
+      baselines.push({ name: "select api.issue_token($1) (role anon, read-write tx)", callers: 64, m: await issueTokenDirect(direct, tokens, directOptions(64)), note: "each call presents the token the previous call returned" });
+    }
+
+    // me while sign-in is saturated: the flood runs in its own process (second load generator).
+    say(`GET /rpc/me @ 64 during a sign-in flood @ 64 (flood in a second load-generator process)…`);
+    const floodSpec: ShotSpec = { ...shot("POST /rpc/sign_in flood (concurrent with the row above)", 64, signInRequests), warmupSec: WARMUP + 1, durationSec: DURATION + 1 };
+    const flooding = fireInChild(floodSpec);
+    await Bun.sleep(1000);
+    const meFlood = await run(shot(`${meGetLabel.replace(/ \(.*/, "")} during the sign-in flood`, 64, meGet));
+    const flood = await flooding;
+    results.push(flood);
+
+    // ── report ─────────────────────────────────────────────────────────────────────────
+    const directBy = (prefix: string) => baselines.find((b) => b.name.startsWith(prefix));
+    const meDirectRow = directBy("select api.me");
+    const validateDirectRow = directBy("select api.validate_token");
+    const issueDirectRow = directBy("select api.issue_token");
+    const within3 = (gateway: ShotResult, baseline?: BaselineRow): Target => {
+      if (!baseline) return { target: "", measured: "no DATABASE_URL", met: undefined };
+      const factor = baseline.m.reqPerSec / gateway.okPerSec;
+      return { target: "", measured: `${rate(gateway.okPerSec)} vs ${rate(baseline.m.reqPerSec)} calls/s direct: direct is ${factor.toFixed(2)}× the gateway`, met: factor <= 3 };
+    };
+    const nonOverloadErrors = (r: ShotResult) => errorCount(r) - (r.status["503"] ?? 0);
+    const targets: Target[] = [
+      { target: "me @ 64 conns ≥ 2,800 req/s (GET)", measured: `${rate(me.get64!.okPerSec)} req/s (POST: ${rate(me.post64!.okPerSec)})`, met: me.get64!.okPerSec >= 2800 },
+      { target: "me @ 64 conns p99 ≤ 70 ms (GET)", measured: `${ms(me.get64!.p99)} ms (POST: ${ms(me.post64!.p99)} ms)`, met: me.get64!.p99 <= 70 },
+      {
+        target: "me: 0 errors at 64 and 256 conns (GET and POST)",
+        measured: ["get64", "get256", "post64", "post256"].map((k) => errorCount(me[k]!)).join(" / ") + " (GET 64 / GET 256 / POST 64 / POST 256)",
+        met: ["get64", "get256", "post64", "post256"].every((k) => errorCount(me[k]!) === 0),
+      },
+      bcrypt
+        ? { target: "sign_in @ 16 ≥ 90 % of the bcrypt limit", measured: `${rate(signIn16.okPerSec)} / ${rate(bcrypt.m.reqPerSec)} = ${((signIn16.okPerSec / bcrypt.m.reqPerSec) * 100).toFixed(0)} %`, met: signIn16.okPerSec >= 0.9 * bcrypt.m.reqPerSec }
+        : { target: "sign_in ≥ 90 % of the bcrypt limit", measured: "no DATABASE_URL", met: undefined },
+      {
+        target: "sign_in overload @ 64: p99 ≤ 2 s, excess answered 503 + Retry-After",
+        measured: `p99 ${ms(signIn64.p99)} ms (2xx p99 ${ms(signIn64.okP99)} ms), ${signIn64.overload.count} × 503 of which ${signIn64.overload.wellFormed} with Retry-After + error body, other errors ${nonOverloadErrors(signIn64)}`,
+        met: signIn64.p99 <= 2000 && signIn64.overload.wellFormed === signIn64.overload.count && nonOverloadErrors(signIn64) === 0,
+      },
+      { target: "me p99 ≤ 100 ms during the sign-in flood", measured: `${ms(meFlood.p99)} ms, ${rate(meFlood.okPerSec)} req/s, errors ${errorCount(meFlood)}`, met: meFlood.p99 <= 100 && errorCount(meFlood) === 0 },
+      { ...within3(issue, issueDirectRow), target: "issue_token through the API within 3× of direct SQL" },
+      { ...within3(validate, validateDirectRow), target: "validate_token through the API within 3× of direct SQL" },
+      uncached
+        ? { target: "cached GET ≥ 5× uncached (issue 4)", measured: `${rate(cached.okPerSec)} / ${rate(uncached.okPerSec)} = ${(cached.okPerSec / uncached.okPerSec).toFixed(1)}×`, met: cached.okPerSec >= 5 * uncached.okPerSec }
+        : { target: "cached GET ≥ 5× uncached", measured: "no UNCACHED_API_URL", met: undefined },
+    ];
+
+    const settings = Object.entries(info.settings).map(([k, v]) => `${k}=${v}`).join(" ");
+    console.log(`\n## Load report (${QUICK ? "quick smoke run" : "bun run load"}): ${DURATION} s per scenario after ${WARMUP} s warm-up\n`);
+    console.log(`Machine: ${machine}`);
+    console.log(`Stack: ${stackProcess ? "embedded (PostgreSQL 17, redis-server, API + embedded engine in one Bun process)" : api}; load generator: autocannon 8 under Bun, keep-alive, 1 request in flight per connection${settings ? `; API settings: ${settings}` : ""}`);
+    console.log(`Rate limits off for the run (RATE_LIMIT_IP_MAX=0, RATE_LIMIT_EMAIL_MAX=0) so the numbers are throughput, not the limiter; bcrypt cost 12; ${sessions.length} sessions of ${emails.length} accounts spread over the connections.\n`);
+    console.log(markdownTable(SCENARIO_HEADER, scenarioRows(results), [1, 2, 3, 4, 5]));
+    if (baselines.length) {
+      console.log("");
+      console.log(markdownTable(BASELINE_HEADER, baselineRows(baselines), [1, 2, 3, 4, 5]));
+    }
+    if (meDirectRow) console.log(`\nme: API (GET) ${rate(me.get64!.okPerSec)} req/s vs direct SQL ${rate(meDirectRow.m.reqPerSec)} calls/s at 64 (${((me.get64!.okPerSec / meDirectRow.m.reqPerSec) * 100).toFixed(0)} % of direct).`);
+    if (issue.rotation) console.log(`issue_token rotation: ${issue.rotation.restarts - issue.connections} chain restarts after a non-200 answer, ${issue.rotation.poolLeft} spare tokens left${issue.rotation.poolEmpty ? `, POOL RAN DRY ${issue.rotation.poolEmpty}×` : ""}.`);
+    console.log(`health: ${rate(health.okPerSec)} req/s.`);
+    console.log("");
+    console.log(markdownTable(["target (issue 9)", "measured", "result"], targetRows(targets)));
+    const missed = targets.filter((t) => t.met === false).length;
+    console.log(`\n${targets.filter((t) => t.met).length} of ${targets.length} targets met${missed ? `, ${missed} not met` : ""}.`);
+  }
+} finally {
+  await direct?.end({ timeout: 2 });
+  await admin?.end({ timeout: 2 });
+  await stopAll();
+}
+
+/** `--soak`: `me` at 64 connections for 10 minutes; RSS and PostgreSQL backends before and after. */
+async function soak(meGet: ShotRequest[]) {
+  const minutes = Number(args.minutes ?? 10);
+  const backends = async () => {
+    if (!admin || !info.database) return undefined;
+    const rows = await admin`select coalesce(application_name, '') as app, usename, count(*)::int as n from pg_stat_activity
+                             where datname = ${info.database} and pid <> pg_backend_pid() group by 1, 2 order by 1, 2`;
+    return { total: rows.reduce((a, r) => a + Number(r.n), 0), detail: rows.map((r) => `${r.app || "(none)"}/${r.usename}: ${r.n}`).join(", ") };
+  };
+  const warmup = 30;
+  say(`soak: GET /rpc/me @ 64 for ${minutes} min after ${warmup} s warm-up`);
+  // "Before" is taken once the warm-up has opened the pools, so it is the steady state.
+  let before: Awaited<ReturnType<typeof backends>>;
+  let rssStart: number | undefined;
+  const startTimer = setTimeout(() => {
+    rssStart = rssMiB(info.apiPid);
+    void backends().then((b) => (before = b));
+  }, warmup * 1000);
+  let minute = 0;
+  const r = await fire(
+    { name: "soak: GET /rpc/me", url: api, connections: 64, durationSec: minutes * 60, warmupSec: warmup, requests: meGet },
+    (w) => say(`  minute ${++minute}: ${rate(w.responses / 60)} req/s, p99 ${ms(w.p99)} ms, errors ${w.errors}, API RSS ${rssMiB(info.apiPid)?.toFixed(0) ?? "?"} MiB`),
+  );
+  clearTimeout(startTimer);
+  const rssEnd = rssMiB(info.apiPid);
+  await Bun.sleep(2000);
+  const after = await backends();
+  console.log(`\n## Soak: GET /rpc/me at 64 connections for ${minutes} min (${machineLine()})\n`);
+  console.log(markdownTable(SCENARIO_HEADER, scenarioRows([r]), [1, 2, 3, 4, 5]));
+  const growth = rssStart && rssEnd ? (rssEnd / rssStart - 1) * 100 : undefined;
+  const targets: Target[] = [
+    { target: "API process RSS flat within 10 % (gateway + engine)", measured: rssStart && rssEnd ? `${rssStart.toFixed(0)} → ${rssEnd.toFixed(0)} MiB (${growth! >= 0 ? "+" : ""}${growth!.toFixed(1)} %)` : "no API pid", met: growth === undefined ? undefined : Math.abs(growth) <= 10 },
+    { target: "no connection leak (PostgreSQL backends before = after)", measured: before && after ? `${before.total} → ${after.total} (after: ${after.detail})` : "no DATABASE_URL", met: before && after ? after.total <= before.total : undefined },
+    { target: "no error", measured: String(errorCount(r)), met: errorCount(r) === 0 },
+  ];
+  console.log("");
+  console.log(markdownTable(["soak target (issue 9)", "measured", "result"], targetRows(targets)));
+}
