@@ -198,6 +198,22 @@ function bodyExpression(shape: BodyShape, rows: NonNullable<BuildOptions["rows"]
  * values; the builder's come after them.
  */
 export function buildReadSql(source: ReadSource, query: ReadQuery, opts: BuildOptions): SqlText {
+  // Parsed queries are cached and frozen, so a relation read (a source without values of its own)
+  // builds the same statement every time: build it once per query, source and options.
+  if (source.values.length > 0 || !Object.isFrozen(query)) return buildUncached(source, query, opts);
+  let forQuery = memo.get(query);
+  if (!forQuery) memo.set(query, (forQuery = new Map()));
+  const key = `${source.text}\u0000${source.qualifier}\u0000${opts.count}\u0000${opts.shape}\u0000${opts.rows ?? ""}\u0000${opts.stripNulls ?? false}`;
+  const hit = forQuery.get(key);
+  if (hit && hit.columns === opts.columns) return hit.sql;
+  const sql = buildUncached(source, query, opts);
+  forQuery.set(key, { columns: opts.columns, sql: { text: sql.text, values: Object.freeze(sql.values) as unknown[] } });
+  return sql;
+}
+
+const memo = new WeakMap<ReadQuery, Map<string, { columns: BuildOptions["columns"]; sql: SqlText }>>();
+
+function buildUncached(source: ReadSource, query: ReadQuery, opts: BuildOptions): SqlText {
   const params = new Params([...source.values]);
   const b = new Builder(source.qualifier, params, opts.columns);
 
