@@ -60,6 +60,11 @@ describe("filters and ordering", () => {
     ["order=score.asc.nullsfirst,id.desc", [3, 4, 5, 2, 1]],
     ["order=team.nullsfirst,name.desc", [5, 2, 4, 3, 1]],
     ["order=data->>lang,id", [1, 5, 2, 4, 3]],
+    ["name=fts.brian", [2]],
+    ["name=fts(simple).carla&order=id", [3]],
+    ["name=plfts.Dmitri", [4]],
+    ["name=wfts(english).\"ada\" or brian&order=id", [1, 2]],
+    ["name=not.phfts.ada&order=id", [2, 3, 4, 5]],
   ])("%s", async (qs, expected) => {
     const { status, text } = await read(`/people?select=id&${qs}`);
     expect(status).toBe(200);
