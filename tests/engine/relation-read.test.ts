@@ -289,8 +289,30 @@ describe("schemas", () => {
       expect(res.headers.get("content-profile")).toBe(f.schema);
       expect(await res.text()).toBe('[{"id":1}]');
       const other = await engine.fetch(new Request("http://engine/people", { headers: { "Accept-Profile": "api" } }));
+      expect(other.headers.get("proxy-status")).toBe("PostgREST; error=PGRST205");
       expect(other.status).toBe(404);
       expect((await other.json()).message).toBe("Could not find the table 'api.people' in the schema cache");
+    } finally {
+      await engine.close();
+    }
+  });
+});
+
+describe("db-max-rows", () => {
+  test("caps every page, whatever the client asks", async () => {
+    const engine = await createEngine(
+      defaultEngineConfig({ dbSchemas: [f.schema], dbAnonRole: "anon", jwtSecret: JWT_SECRET, dbMaxRows: 2 }),
+      { databaseUrl: testStack().authenticatorUrl, log: () => {} },
+    );
+    try {
+      const all = await engine.fetch(new Request("http://engine/people?select=id&order=id", { headers: { Prefer: "count=exact" } }));
+      expect(all.status).toBe(206);
+      expect(all.headers.get("content-range")).toBe("0-1/5");
+      expect(await all.text()).toBe('[{"id":1}, \n {"id":2}]');
+      const paged = await engine.fetch(new Request("http://engine/people?select=id&order=id&offset=2&limit=10"));
+      expect(await paged.text()).toBe('[{"id":3}, \n {"id":4}]');
+      const small = await engine.fetch(new Request("http://engine/people?select=id&order=id&limit=1"));
+      expect(await small.text()).toBe('[{"id":1}]');
     } finally {
       await engine.close();
     }
