@@ -4,7 +4,7 @@
  * The productions follow PostgREST's ApiRequest/QueryParams module (read for reference).
  */
 import {
-  alt, anyChar, as, manySatisfy, many1Fused, isLetter, isDigit, attempt, between, bind, char, digit, eof, label, lazy, letter, lookAhead, many, many1, map,
+  alt, anyChar, as, manySatisfy, many1Fused, isLetter, isDigit, attempt, between, bind, char, digit, eof, label, lazy, lookAhead, many, many1, map,
   noneOf, notFollowedBy, oneOf, option, optionMaybe, pure, sepBy, sepBy1, seq, skip, string, then, zero,
   type Parser,
 } from "./parsec";
