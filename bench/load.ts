@@ -20,8 +20,10 @@
 import { availableParallelism } from "node:os";
 import { parseArgs } from "node:util";
 import postgres from "postgres";
+import type { Measurement } from "./lib";
 import { bcryptLimit, directPool, issueTokenDirect, meDirect, sqlSessions, storedHash, validateDirect, type DirectOptions } from "./load/baselines";
 import { errorCount, fire, fireInChild, firePolite, type ShotRequest, type ShotResult, type ShotSpec } from "./load/cannon";
+import { cpuSnapshot, cpuUse, type CpuSnapshot, type CpuUse } from "./load/cpu";
 import { signIn, signUpUsers, tenantWithRules, type Session } from "./load/prepare";
 import {
   BASELINE_HEADER,
@@ -113,13 +115,50 @@ try {
     requests,
     ...extra,
   });
-  const directOptions = (concurrency: number): DirectOptions => ({ concurrency, durationMs: DURATION * 1000, warmupMs: Math.min(WARMUP, 1) * 1000 });
 
   const results: ShotResult[] = [];
   const baselines: BaselineRow[] = [];
-  const run = async (spec: ShotSpec, generator: (spec: ShotSpec) => Promise<ShotResult> = fire) => {
+  const cpu = new Map<ShotResult, CpuUse>();
+  const baselineCpu = new Map<string, CpuUse>();
+  // Each baseline records its CPU use under its row name (set just before it runs).
+  let baselineName = "";
+  const directOptions = (concurrency: number): DirectOptions => {
+    let before: CpuSnapshot | undefined;
+    const name = baselineName;
+    return {
+      concurrency,
+      durationMs: DURATION * 1000,
+      warmupMs: Math.min(WARMUP, 1) * 1000,
+      onMeasureStart: () => (before = cpuSnapshot(info.apiPid, loadgenPids)),
+      onMeasureEnd: () => {
+        const after = cpuSnapshot(info.apiPid, loadgenPids);
+        if (before && after) baselineCpu.set(name, { ...cpuUse(before, after, 1, CORES)!, apiPerReq: NaN });
+      },
+    };
+  };
+  const baseline = async (name: string, callers: number, work: (options: DirectOptions) => Promise<Measurement>, note?: string) => {
+    say(`direct SQL: ${name} @ ${callers} callers…`);
+    baselineName = name;
+    const m = await work(directOptions(callers));
+    const use = baselineCpu.get(name);
+    // cpuUse above counted per 1 request; scale to calls now that the count is known.
+    if (use) baselineCpu.set(name, { ...use, postgresPerReq: use.postgresPerReq / m.requests, redisPerReq: use.redisPerReq / m.requests, loadgenPerReq: use.loadgenPerReq / m.requests });
+    const row: BaselineRow = { name, callers, m, note };
+    baselines.push(row);
+    say(`  ${rate(m.reqPerSec)} calls/s, p50 ${ms(m.p50)} ms, p99 ${ms(m.p99)} ms, errors ${m.errors}`);
+    return row;
+  };
+  const loadgenPids = [process.pid];
+  const run = async (spec: ShotSpec, generator: typeof fire = fire) => {
     say(`${spec.name} @ ${spec.connections} connections: ${spec.warmupSec} s warm-up + ${spec.durationSec} s…`);
-    const r = await generator(spec);
+    let before: CpuSnapshot | undefined;
+    let after: CpuSnapshot | undefined;
+    const r = await generator(spec, {
+      onMeasureStart: () => (before = cpuSnapshot(info.apiPid, loadgenPids)),
+      onMeasureEnd: () => (after = cpuSnapshot(info.apiPid, loadgenPids)),
+    });
+    const use = cpuUse(before, after, r.responses, CORES);
+    if (use) cpu.set(r, use);
     results.push(r);
     say(`  ${rate(r.reqPerSec)} req/s, p50 ${ms(r.p50)} ms, p99 ${ms(r.p99)} ms, errors ${errorCount(r)}`);
     return r;
@@ -140,17 +179,11 @@ try {
     for (const c of [16, 64, 256]) me[`post${c}`] = await run(shot("POST /rpc/me (never cached)", c, mePost));
 
     const claims = sessions.map((s) => JSON.parse(Buffer.from(s.accessToken.split(".")[1]!, "base64url").toString()) as Record<string, unknown>);
-    if (direct) {
-      say("direct SQL: api.me() @ 64 callers…");
-      baselines.push({ name: "select api.me() (role authenticated + claims, read-only tx)", callers: 64, m: await meDirect(direct, claims, directOptions(64)), note: `pool ${process.env.PGRST_DB_POOL ?? 10}` });
-    }
+    if (direct) await baseline("select api.me() (role authenticated + claims, read-only tx)", 64, (o) => meDirect(direct, claims, o), `pool ${process.env.PGRST_DB_POOL ?? 10}`);
 
     const validatePaths = sessions.map((s) => ({ path: `/rpc/validate_token?refresh_token=${encodeURIComponent(s.refreshToken)}` }));
     const validate = await run(shot("GET /rpc/validate_token (never cached)", 64, validatePaths));
-    if (direct) {
-      say("direct SQL: api.validate_token() @ 64 callers…");
-      baselines.push({ name: "select api.validate_token($1) (role anon, read-only tx)", callers: 64, m: await validateDirect(direct, sessions.map((s) => s.refreshToken), directOptions(64)) });
-    }
+    if (direct) await baseline("select api.validate_token($1) (role anon, read-only tx)", 64, (o) => validateDirect(direct, sessions.map((s) => s.refreshToken), o));
 
     const rulesPath = `/rpc/list_rules?tenant_id=${tenantId}`;
     const rulesHeaders = bearer(sessions[0]!);
@@ -162,23 +195,21 @@ try {
     let bcrypt: BaselineRow | undefined;
     if (admin) {
       const { hash, cost } = await storedHash(admin, emails[0]!);
-      say(`direct SQL: crypt() at cost ${cost} @ ${CORES} callers…`);
       // The authenticator may not execute extensions.crypt itself (only through sign_in, a
       // SECURITY DEFINER function), so the bare loop runs as the superuser, one connection per caller.
       const hashPool = postgres(info.databaseUrl!, { max: CORES, onnotice: () => {} });
       try {
-        bcrypt = { name: `select crypt($1, $2) at bcrypt cost ${cost} (the bcrypt limit)`, callers: CORES, m: await bcryptLimit(hashPool, hash, directOptions(CORES)), note: "one caller per core" };
+        bcrypt = await baseline(`select crypt($1, $2) at bcrypt cost ${cost} (the bcrypt limit)`, CORES, (o) => bcryptLimit(hashPool, hash, o), "one caller per core");
       } finally {
         await hashPool.end({ timeout: 2 });
       }
-      baselines.push(bcrypt);
     }
     const signIn16 = await run(shot("POST /rpc/sign_in, clients honour Retry-After", 16, signInRequests, { harvestRefreshTokens: true }), firePolite);
     const signIn64 = await run(shot("POST /rpc/sign_in, overload: 503s retried at once", 64, signInRequests, { harvestRefreshTokens: true }));
 
     // Refresh tokens for the rotation chains: the sessions the sign-in scenarios just opened.
     const harvested = [...signIn16.harvested, ...signIn64.harvested];
-    const needed = 64 + 32;
+    const needed = 64 + 16;
     if (harvested.length < needed) {
       say(`signing in ${needed - harvested.length} more sessions for the rotation chains…`);
       harvested.push(...(await signIn(api, emails, needed - harvested.length, CORES)).map((s) => s.refreshToken));
@@ -189,17 +220,17 @@ try {
     });
     if (admin && direct) {
       const tokens = await sqlSessions(admin, sessions[0]!.userId, 96);
-      say("direct SQL: api.issue_token() @ 64 callers…");
-      baselines.push({ name: "select api.issue_token($1) (role anon, read-write tx)", callers: 64, m: await issueTokenDirect(direct, tokens, directOptions(64)), note: "each call presents the token the previous call returned" });
+      await baseline("select api.issue_token($1) (role anon, read-write tx)", 64, (o) => issueTokenDirect(direct, tokens, o), "each call presents the token the previous call returned");
     }
 
     // me while sign-in is saturated: the flood runs in its own process (second load generator).
     say(`GET /rpc/me @ 64 during a sign-in flood @ 64 (flood in a second load-generator process)…`);
     const floodSpec: ShotSpec = { ...shot("POST /rpc/sign_in flood (concurrent with the row above)", 64, signInRequests), warmupSec: WARMUP + 1, durationSec: DURATION + 1 };
-    const flooding = fireInChild(floodSpec);
+    const flooding = fireInChild(floodSpec, (pid) => loadgenPids.push(pid));
     await Bun.sleep(1000);
     const meFlood = await run(shot(`${meGetLabel.replace(/ \(.*/, "")} during the sign-in flood`, 64, meGet));
     const flood = await flooding;
+    loadgenPids.length = 1;
     results.push(flood);
 
     // ── report ─────────────────────────────────────────────────────────────────────────
@@ -247,6 +278,21 @@ try {
       console.log("");
       console.log(markdownTable(BASELINE_HEADER, baselineRows(baselines), [1, 2, 3, 4, 5]));
     }
+    if (cpu.size) {
+      console.log("\nWhere the CPU goes (measured window; ms of CPU per answered request, and cores busy on average; \"other\" is everything else on the machine):\n");
+      const f = (v: number) => (Number.isFinite(v) ? v.toFixed(2) : "–");
+      const c = (v: number) => v.toFixed(2);
+      console.log(
+        markdownTable(
+          ["scenario", "conns", "API ms/req", "PostgreSQL ms/req", "Redis ms/req", "load gen. ms/req", "cores: API", "PostgreSQL", "load gen.", "other", "machine"],
+          [
+            ...results.filter((r) => cpu.has(r)).map((r) => [r.name, String(r.connections), cpu.get(r)!] as const),
+            ...baselines.filter((b) => baselineCpu.has(b.name)).map((b) => [`direct: ${b.name.replace(/ \(.*/, "")}`, String(b.callers), baselineCpu.get(b.name)!] as const),
+          ].map(([name, conns, u]) => [name, conns, f(u.apiPerReq), f(u.postgresPerReq), f(u.redisPerReq), f(u.loadgenPerReq), c(u.apiCores), c(u.postgresCores), c(u.loadgenCores), c(u.otherCores), `${c(u.machineCores)} of ${CORES}`]),
+          [1, 2, 3, 4, 5, 6, 7, 8, 9, 10],
+        ),
+      );
+    }
     if (meDirectRow) console.log(`\nme: API (GET) ${rate(me.get64!.okPerSec)} req/s vs direct SQL ${rate(meDirectRow.m.reqPerSec)} calls/s at 64 (${((me.get64!.okPerSec / meDirectRow.m.reqPerSec) * 100).toFixed(0)} % of direct).`);
     if (issue.rotation) console.log(`issue_token rotation: ${issue.rotation.restarts - issue.connections} chain restarts after a non-200 answer, ${issue.rotation.poolLeft} spare tokens left${issue.rotation.poolEmpty ? `, POOL RAN DRY ${issue.rotation.poolEmpty}×` : ""}.`);
     console.log(`health: ${rate(health.okPerSec)} req/s.`);
@@ -282,7 +328,7 @@ async function soak(meGet: ShotRequest[]) {
   let minute = 0;
   const r = await fire(
     { name: "soak: GET /rpc/me", url: api, connections: 64, durationSec: minutes * 60, warmupSec: warmup, requests: meGet },
-    (w) => say(`  minute ${++minute}: ${rate(w.responses / 60)} req/s, p99 ${ms(w.p99)} ms, errors ${w.errors}, API RSS ${rssMiB(info.apiPid)?.toFixed(0) ?? "?"} MiB`),
+    { onMinute: (w) => say(`  minute ${++minute}: ${rate(w.responses / 60)} req/s, p99 ${ms(w.p99)} ms, errors ${w.errors}, API RSS ${rssMiB(info.apiPid)?.toFixed(0) ?? "?"} MiB`) },
   );
   clearTimeout(startTimer);
   const rssEnd = rssMiB(info.apiPid);

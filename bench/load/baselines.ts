@@ -12,6 +12,8 @@ export interface DirectOptions {
   concurrency: number;
   durationMs: number;
   warmupMs: number;
+  onMeasureStart?: () => void;
+  onMeasureEnd?: () => void;
 }
 
 type Reserved = Sql & { release(): void };

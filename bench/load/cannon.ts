@@ -113,7 +113,16 @@ class Latencies {
 }
 
 /** Runs one scenario; `onSecond` (optional) gets per-second progress for long runs (soak). */
-export async function fire(spec: ShotSpec, onWindow?: (w: { responses: number; errors: number; p99: number }) => void): Promise<ShotResult> {
+export interface FireHooks {
+  /** Every minute of the measured window (soak). */
+  onMinute?: (w: { responses: number; errors: number; p99: number }) => void;
+  /** When the warm-up ends and when the measured window ends (e.g. CPU snapshots). */
+  onMeasureStart?: () => void;
+  onMeasureEnd?: () => void;
+}
+
+export async function fire(spec: ShotSpec, hooks: FireHooks = {}): Promise<ShotResult> {
+  const onWindow = hooks.onMinute;
   const all = new Latencies();
   const ok = new Latencies();
   const status: Record<string, number> = {};
@@ -230,6 +239,7 @@ export async function fire(spec: ShotSpec, onWindow?: (w: { responses: number; e
   const warm = setTimeout(() => {
     measuring = true;
     windowStart = performance.now();
+    hooks.onMeasureStart?.();
   }, spec.warmupSec * 1000);
   const ticker = onWindow
     ? setInterval(() => {
@@ -242,6 +252,7 @@ export async function fire(spec: ShotSpec, onWindow?: (w: { responses: number; e
     : undefined;
   await instance;
   windowEnd = performance.now();
+  hooks.onMeasureEnd?.();
   clearTimeout(warm);
   if (ticker) clearInterval(ticker);
   if (!measuring) windowStart = windowEnd;
@@ -279,7 +290,7 @@ export async function fire(spec: ShotSpec, onWindow?: (w: { responses: number; e
  * 503s that takes the cores bcrypt needs. fetch() with keep-alive: at a few requests per
  * second the load generator's own efficiency does not matter.
  */
-export async function firePolite(spec: ShotSpec): Promise<ShotResult> {
+export async function firePolite(spec: ShotSpec, hooks: FireHooks = {}): Promise<ShotResult> {
   const all = new Latencies();
   const ok = new Latencies();
   const status: Record<string, number> = {};
@@ -329,7 +340,10 @@ export async function firePolite(spec: ShotSpec): Promise<ShotResult> {
       if (wait) await Bun.sleep(Math.min(wait, Math.max(0, end - performance.now())));
     }
   };
+  const startHook = setTimeout(() => hooks.onMeasureStart?.(), spec.warmupSec * 1000);
   await Promise.all(Array.from({ length: spec.connections }, worker));
+  clearTimeout(startHook);
+  hooks.onMeasureEnd?.();
   const seconds = spec.durationSec;
   const sortedAll = all.sorted();
   const sortedOk = ok.sorted();
@@ -355,8 +369,9 @@ export async function firePolite(spec: ShotSpec): Promise<ShotResult> {
 }
 
 /** Runs `spec` in a separate Bun process (its own event loop and core time). */
-export async function fireInChild(spec: ShotSpec): Promise<ShotResult> {
+export async function fireInChild(spec: ShotSpec, onPid?: (pid: number) => void): Promise<ShotResult> {
   const child = Bun.spawn(["bun", import.meta.path, JSON.stringify(spec)], { stdout: "pipe", stderr: "pipe" });
+  onPid?.(child.pid);
   const [out, err, code] = await Promise.all([new Response(child.stdout).text(), new Response(child.stderr).text(), child.exited]);
   if (code !== 0) throw new Error(`load generator process failed (${code}): ${err.slice(-2000)}`);
   return JSON.parse(out) as ShotResult;

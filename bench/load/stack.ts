@@ -84,8 +84,9 @@ export async function startStackProcess(options: { logRequests?: boolean; log?: 
   const exited = child.exited.then(async (code) => {
     throw new Error(`the stack process exited (${code}) before it was ready:\n${(await stderr).slice(-4000)}`);
   });
-  const timeout = Bun.sleep(60_000).then(() => {
-    throw new Error("the stack process did not start within 60 s");
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error("the stack process did not start within 60 s")), 60_000);
   });
   let info: StackInfo;
   try {
@@ -93,6 +94,8 @@ export async function startStackProcess(options: { logRequests?: boolean; log?: 
   } catch (error) {
     child.kill("SIGKILL");
     throw error;
+  } finally {
+    clearTimeout(timer);
   }
   exited.catch(() => {}); // from now on an exit is expected (stop()).
   options.log?.(`stack: API ${info.apiUrl} (pid ${info.apiPid}), uncached API ${info.uncachedApiUrl}, PostgreSQL ${info.database}`);
@@ -101,8 +104,9 @@ export async function startStackProcess(options: { logRequests?: boolean; log?: 
     async stop() {
       if (child.exitCode !== null) return;
       child.kill("SIGTERM");
-      const done = await Promise.race([child.exited.then(() => true), Bun.sleep(15_000).then(() => false)]);
-      if (!done) child.kill("SIGKILL");
+      const killer = setTimeout(() => child.kill("SIGKILL"), 15_000);
+      await child.exited;
+      clearTimeout(killer);
     },
   };
 }
