@@ -10,12 +10,14 @@ import type { AuthResult } from "./jwt";
 import type { Preferences } from "./request";
 import { headersForGuc, parseCookies } from "./request";
 import type { SchemaCache } from "./schema-cache";
-import { runInRequestTransaction, type RequestSettings, type TransactionEnd } from "./transaction";
+import { runInRequestTransaction, type ConnectionLanes, type RequestSettings, type TransactionEnd } from "./transaction";
 import type { PendingQuery, Row } from "postgres";
 
 export interface EngineRuntime {
   readonly config: EngineConfig;
   readonly sql: Sql;
+  /** The request connections (see ConnectionLanes); every request transaction runs on one. */
+  readonly lanes: ConnectionLanes;
   /** The loaded schema cache; throws PGRST002 (503) while none could be loaded yet. */
   schemaCache(): SchemaCache;
   log(line: string): void;
@@ -71,7 +73,7 @@ export function runRequest<T>(
   end: TransactionEnd<T>,
 ): Promise<T> {
   return runInRequestTransaction(
-    rt.sql,
+    rt.lanes,
     requestSettings(rt, req),
     { readOnly, preRequest: rt.config.dbPreRequest, acquisitionTimeoutSeconds: rt.config.dbPoolAcquisitionTimeoutSeconds },
     main,

@@ -14,6 +14,7 @@ import { JwtAuthenticator } from "./jwt";
 import { fromDatabaseError, internalError, isConnectionError, renderError } from "./pg-errors";
 import { route, type RelationHandler } from "./router";
 import { loadSchemaCache, type SchemaCache } from "./schema-cache";
+import { ConnectionLanes } from "./transaction";
 
 export type { EngineConfig } from "./config";
 export { engineConfigFromEnv } from "./config";
@@ -28,6 +29,11 @@ export interface EngineOptions {
   /** Used when the configuration has no dbUri. */
   databaseUrl?: string;
   log?: (line: string) => void;
+  /**
+   * A pool made by `createEnginePool` to share (e.g. with a benchmark's direct queries). The
+   * engine then leaves it open on close().
+   */
+  sql?: Sql;
 }
 
 /** Bodies are built by PostgreSQL; json values pass through as text, in and out, never re-encoded. */
@@ -48,12 +54,12 @@ async function loadRelationHandler(): Promise<RelationHandler | undefined> {
   }
 }
 
-export async function createEngine(config: EngineConfig, opts: EngineOptions = {}): Promise<Engine> {
-  validateEngineConfig(config);
-  const url = config.dbUri ?? opts.databaseUrl;
-  if (!url) throw new Error("the engine needs a database URL (PGRST_DB_URI or DATABASE_URL)");
-  const log = opts.log ?? ((line: string) => console.error(line));
-  const sql: Sql = postgres(url, {
+/**
+ * The pool the engine needs: json/jsonb pass through as text (bodies stay byte-exact and JSON
+ * arguments are not re-encoded), prepared statements, PGRST_DB_POOL connections.
+ */
+export function createEnginePool(url: string, config: EngineConfig): Sql {
+  return postgres(url, {
     max: config.dbPoolSize,
     onnotice: () => {},
     prepare: true,
@@ -61,7 +67,18 @@ export async function createEngine(config: EngineConfig, opts: EngineOptions = {
     connection: { application_name: "autoaudit-engine" },
     types: JSON_AS_TEXT as never,
   });
+}
+
+export async function createEngine(config: EngineConfig, opts: EngineOptions = {}): Promise<Engine> {
+  validateEngineConfig(config);
+  const url = config.dbUri ?? opts.databaseUrl;
+  if (!url && !opts.sql) throw new Error("the engine needs a database URL (PGRST_DB_URI or DATABASE_URL)");
+  const log = opts.log ?? ((line: string) => console.error(line));
+  const ownsPool = !opts.sql;
+  const sql: Sql = opts.sql ?? createEnginePool(url!, config);
   const auth = new JwtAuthenticator(config);
+  // One pooled connection stays free for the schema cache; the rest carry request transactions.
+  const lanes = new ConnectionLanes(sql, Math.max(1, config.dbPoolSize - 1));
   const relationHandler = await loadRelationHandler();
 
   let cache: SchemaCache | undefined;
@@ -119,6 +136,7 @@ export async function createEngine(config: EngineConfig, opts: EngineOptions = {
   const rt: EngineRuntime = {
     config,
     sql,
+    lanes,
     schemaCache() {
       if (!cache) throw noSchemaCache();
       return cache;
@@ -151,9 +169,10 @@ export async function createEngine(config: EngineConfig, opts: EngineOptions = {
       closed = true;
       clearTimeout(retryTimer);
       await unlisten?.().catch(() => {});
+      lanes.close();
       // Without a loaded cache no request can be running; postgres.js would otherwise wait out
       // the timeout on connections that never opened.
-      await sql.end({ timeout: cache ? 5 : 0 });
+      if (ownsPool) await sql.end({ timeout: cache ? 5 : 0 });
     },
   };
 }

@@ -139,8 +139,16 @@ export function payloadTooLarge(limit: number): ApiError {
 /** The body bytes, refusing more than `limit` without buffering the excess. */
 export async function readBody(request: Request, limit: number): Promise<Uint8Array> {
   const declared = request.headers.get("content-length");
-  if (declared !== null && /^\d+$/.test(declared) && Number(declared) > limit) throw payloadTooLarge(limit);
+  const known = declared !== null && /^\d+$/.test(declared);
+  if (known && Number(declared) > limit) throw payloadTooLarge(limit);
   if (!request.body) return new Uint8Array(0);
+  if (known) {
+    // A declared length within the limit: read it natively (the length is re-checked below in
+    // case the body does not match what was declared).
+    const bytes = new Uint8Array(await request.arrayBuffer());
+    if (bytes.byteLength > limit) throw payloadTooLarge(limit);
+    return bytes;
+  }
   const reader = request.body.getReader();
   const chunks: Uint8Array[] = [];
   let total = 0;

@@ -92,7 +92,9 @@ export async function handleRpc(rt: EngineRuntime, req: EngineRequest, functionN
     rt,
     req,
     readOnly,
-    (tx) => tx.unsafe(built.text, built.values as never[], { prepare: true }),
+    // Plain calls are prepared once per connection; shaped ones (select/filters/order, whose
+    // aliases make the SQL text open-ended) are not, so clients cannot grow the statement cache.
+    (tx) => tx.unsafe(built.text, built.values as never[], { prepare: isPlainRead(shaped) }),
     needsCheck ? (r) => commit && checkRow(r[0] as ReadRow) === undefined : commit,
   );
   const row = rowsOut[0] as ReadRow;
@@ -120,6 +122,12 @@ export async function handleRpc(rt: EngineRuntime, req: EngineRequest, functionN
   headers["Content-Range"] = outcome.contentRange;
   const body = req.method === "HEAD" ? null : row.body ?? "";
   return responseFromGucs(row, outcome.status, body, headers);
+}
+
+function isPlainRead(q: ReadQuery): boolean {
+  const star = q.select.length === 1 && q.select[0]!.kind === "field" && q.select[0]!.field.name === "*" &&
+    q.select[0]!.alias === null && q.select[0]!.cast === null && q.select[0]!.field.jsonPath.length === 0;
+  return star && q.where === null && q.order.length === 0;
 }
 
 /** PGRST_DB_MAX_ROWS caps the rows of a set-returning function, as for a table. */

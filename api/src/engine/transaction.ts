@@ -6,6 +6,7 @@
  */
 import type { PendingQuery, Row, Sql } from "postgres";
 import { ApiError } from "./errors";
+import { isConnectionError } from "./pg-errors";
 import { quoteQualified } from "./sql-ident";
 
 export interface RequestSettings {
@@ -37,22 +38,117 @@ export type TransactionEnd<T> = boolean | ((result: T) => boolean);
 
 export type ReservedSql = Sql & { release(): void };
 
+// Prepared once per connection: each request then sends only Bind/Execute for them.
+const PREPARED = { prepare: true };
+const BEGIN = "begin isolation level read committed";
+const BEGIN_READ_ONLY = "begin isolation level read committed read only";
+
 const quoteSearchPath = (schemas: string[]) => schemas.map((s) => `"${s.replaceAll('"', '""')}"`).join(", ");
 
-async function reserve(sql: Sql, timeoutSeconds: number): Promise<ReservedSql> {
-  const pending = sql.reserve() as Promise<ReservedSql>;
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => {
-      // Whoever gets the connection later hands it straight back.
-      pending.then((c) => c.release(), () => {});
-      reject(new ApiError(504, "PGRST003", "Timed out acquiring connection from connection pool."));
-    }, timeoutSeconds * 1000);
-  });
-  try {
-    return await Promise.race([pending, timeout]);
-  } finally {
-    clearTimeout(timer);
+interface Lane {
+  conn: ReservedSql;
+  /** Requests whose statements are queued on this connection. */
+  inflight: number;
+  /** A request that decides COMMIT/ROLLBACK after seeing its result holds the lane alone. */
+  exclusive: boolean;
+  broken: boolean;
+}
+
+/**
+ * The engine's connections. Each is reserved from postgres.js and carries whole request
+ * transactions back to back: BEGIN … COMMIT of one request, then the next, all pipelined, so
+ * concurrent requests share a connection the way plain queries do instead of holding it for a
+ * round trip each. A request's statements are issued in one go, so transactions never interleave.
+ */
+export class ConnectionLanes {
+  private readonly lanes: Lane[] = [];
+  private reserving = 0;
+  private closed = false;
+  private readonly waiters: Array<{ exclusive: boolean; resolve: (lane: Lane) => void }> = [];
+
+  constructor(
+    private readonly sql: Sql,
+    /** Connections to reserve at most (the pool keeps one more for the schema cache). */
+    private readonly size: number,
+    /** Requests queued on one connection before another is preferred or callers wait. */
+    private readonly depth = 8,
+  ) {}
+
+  private pick(): Lane | undefined {
+    let best: Lane | undefined;
+    for (const lane of this.lanes) {
+      if (lane.exclusive || lane.broken || lane.inflight >= this.depth) continue;
+      if (!best || lane.inflight < best.inflight) best = lane;
+    }
+    return best;
+  }
+
+  private take(lane: Lane, exclusive: boolean): Lane {
+    lane.inflight++;
+    if (exclusive) lane.exclusive = true;
+    return lane;
+  }
+
+  async acquire(exclusive: boolean, timeoutSeconds: number): Promise<Lane> {
+    if (this.closed) throw new ApiError(503, "PGRST000", "Database connection error. Retrying the connection.", "the engine is shutting down");
+    const idle = this.pick();
+    if (idle && idle.inflight === 0) return this.take(idle, exclusive);
+    if (this.lanes.length + this.reserving < this.size) {
+      this.reserving++;
+      let conn: ReservedSql;
+      try {
+        conn = (await this.sql.reserve()) as ReservedSql;
+      } finally {
+        this.reserving--;
+      }
+      const lane: Lane = { conn, inflight: 0, exclusive: false, broken: false };
+      this.lanes.push(lane);
+      this.wake();
+      return this.take(lane, exclusive);
+    }
+    if (idle) return this.take(idle, exclusive);
+    return new Promise<Lane>((resolve, reject) => {
+      const waiter = {
+        exclusive,
+        resolve: (lane: Lane) => {
+          clearTimeout(timer);
+          resolve(lane);
+        },
+      };
+      const timer = setTimeout(() => {
+        const i = this.waiters.indexOf(waiter);
+        if (i >= 0) this.waiters.splice(i, 1);
+        reject(new ApiError(504, "PGRST003", "Timed out acquiring connection from connection pool."));
+      }, timeoutSeconds * 1000);
+      this.waiters.push(waiter);
+    });
+  }
+
+  release(lane: Lane, exclusive: boolean, broken: boolean): void {
+    lane.inflight--;
+    if (exclusive) lane.exclusive = false;
+    if (broken && !lane.broken) {
+      // The connection failed: stop using it; postgres.js reconnects it for whoever reserves it next.
+      lane.broken = true;
+      this.lanes.splice(this.lanes.indexOf(lane), 1);
+    }
+    if (lane.broken && lane.inflight === 0) lane.conn.release();
+    this.wake();
+  }
+
+  private wake(): void {
+    while (this.waiters.length > 0) {
+      const lane = this.pick();
+      if (!lane) return;
+      const waiter = this.waiters.shift()!;
+      waiter.resolve(this.take(lane, waiter.exclusive));
+    }
+  }
+
+  /** Hands every connection back to the pool (before the pool is ended). */
+  close(): void {
+    this.closed = true;
+    for (const lane of this.lanes.splice(0)) lane.conn.release();
   }
 }
 
@@ -73,20 +169,23 @@ function settingsQuery(tx: Sql, s: RequestSettings): PendingQuery<Row[]> {
 
 /**
  * Runs `main` inside the request's transaction. `main` must issue its query synchronously
- * (return the pending query, or a promise of it) so it joins the pipeline.
+ * (return the pending query) so it joins the pipeline.
  */
 export async function runInRequestTransaction<T>(
-  sql: Sql,
+  lanes: ConnectionLanes,
   settings: RequestSettings,
   options: TransactionOptions,
   main: (tx: Sql) => PendingQuery<Row[]> | Promise<T>,
   end: TransactionEnd<T>,
 ): Promise<T> {
-  const tx = await reserve(sql, options.acquisitionTimeoutSeconds);
+  const exclusive = typeof end !== "boolean";
+  const lane = await lanes.acquire(exclusive, options.acquisitionTimeoutSeconds);
+  const tx = lane.conn;
+  let broken = false;
   let ended = false;
   try {
     const steps: Promise<unknown>[] = [];
-    steps.push(tx.unsafe(options.readOnly ? "begin isolation level read committed read only" : "begin isolation level read committed").execute());
+    steps.push(tx.unsafe(options.readOnly ? BEGIN_READ_ONLY : BEGIN, [], PREPARED).execute());
     steps.push(settingsQuery(tx, settings).execute());
     if (options.preRequest) steps.push(tx.unsafe(`select ${quoteQualified(options.preRequest)}()`).execute());
     const pendingMain = main(tx);
@@ -94,14 +193,15 @@ export async function runInRequestTransaction<T>(
     steps.push(pendingMain as Promise<unknown>);
     let endStep: Promise<unknown> | undefined;
     if (typeof end === "boolean") {
-      endStep = tx.unsafe(end ? "commit" : "rollback").execute();
+      endStep = tx.unsafe(end ? "commit" : "rollback", [], PREPARED).execute();
       ended = true;
     }
     const settled = await Promise.allSettled(steps);
-    if (endStep) await endStep.catch(() => {});
+    if (endStep) await endStep.catch((e) => { if (isConnectionError(e)) broken = true; });
     const failure = settled.find((s): s is PromiseRejectedResult => s.status === "rejected");
     if (failure) {
-      if (!ended) {
+      if (isConnectionError(failure.reason)) broken = true;
+      if (!ended && !broken) {
         ended = true;
         await tx.unsafe("rollback").catch(() => {});
       }
@@ -111,13 +211,14 @@ export async function runInRequestTransaction<T>(
     if (typeof end === "function") {
       const commit = end(result);
       ended = true;
-      await tx.unsafe(commit ? "commit" : "rollback");
+      await tx.unsafe(commit ? "commit" : "rollback", [], PREPARED);
     }
     return result;
   } catch (e) {
-    if (!ended) await tx.unsafe("rollback").catch(() => {});
+    if (isConnectionError(e)) broken = true;
+    if (!ended && !broken) await tx.unsafe("rollback").catch(() => {});
     throw e;
   } finally {
-    tx.release();
+    lanes.release(lane, exclusive, broken);
   }
 }

@@ -1,0 +1,99 @@
+/**
+ * Engine overhead benchmark: one function called through the embedded engine
+ * (`engine.fetch(POST /rpc/validate_token)`: JWT-less anonymous request, transaction, role
+ * switch, request GUCs, json_agg body) and the same function called directly in SQL on the
+ * same pool, 32 concurrent callers each, one after the other in one run.
+ *
+ *   bun run bench:engine                 # embedded PostgreSQL, migrated, thrown away after
+ *   DATABASE_URL=postgres://… bun run bench:engine   # an existing migrated database (superuser URL)
+ *   BENCH_SECONDS=10 BENCH_CONCURRENCY=32 bun run bench:engine
+ */
+import { randomBytes } from "node:crypto";
+import postgres from "postgres";
+import { defaultEngineConfig } from "../api/src/engine/config";
+import { createEngine, createEnginePool } from "../api/src/engine/index";
+import { startEmbeddedPostgres } from "../api/src/stack/embedded-postgres";
+import { authenticatorUrl, dbmate, setAuthenticatorPassword } from "../api/src/stack/migrate";
+
+const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
+const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY ?? 32);
+const POOL = Number(process.env.BENCH_POOL ?? 10);
+
+async function database(): Promise<{ adminUrl: string; stop: () => Promise<void> }> {
+  if (process.env.DATABASE_URL) return { adminUrl: process.env.DATABASE_URL, stop: async () => {} };
+  const pg = await startEmbeddedPostgres({ database: "autoaudit_bench" });
+  await dbmate(pg.url, "up");
+  return { adminUrl: pg.url, stop: () => pg.stop() };
+}
+
+interface Result {
+  name: string;
+  requests: number;
+  seconds: number;
+  p50: number;
+  p99: number;
+}
+
+/** `CONCURRENCY` callers in a closed loop for `SECONDS` (after a short warm-up). */
+async function run(name: string, call: () => Promise<void>): Promise<Result> {
+  const warmUntil = performance.now() + 1000;
+  await Promise.all(Array.from({ length: CONCURRENCY }, async () => { while (performance.now() < warmUntil) await call(); }));
+  const latencies: number[] = [];
+  const start = performance.now();
+  const until = start + SECONDS * 1000;
+  await Promise.all(
+    Array.from({ length: CONCURRENCY }, async () => {
+      while (performance.now() < until) {
+        const t = performance.now();
+        await call();
+        latencies.push(performance.now() - t);
+      }
+    }),
+  );
+  const seconds = (performance.now() - start) / 1000;
+  latencies.sort((a, b) => a - b);
+  const pct = (p: number) => latencies[Math.min(latencies.length - 1, Math.floor((p / 100) * latencies.length))]!;
+  return { name, requests: latencies.length, seconds, p50: pct(50), p99: pct(99) };
+}
+
+const db = await database();
+const password = randomBytes(18).toString("base64url");
+await setAuthenticatorPassword(db.adminUrl, password);
+// The direct path runs as the same login as the engine; let it execute the function itself.
+const admin = postgres(db.adminUrl, { max: 1, onnotice: () => {} });
+await admin`grant usage on schema api to authenticator`;
+await admin`grant execute on function api.validate_token(text) to authenticator`;
+await admin.end();
+
+const config = defaultEngineConfig({ dbSchemas: ["api"], dbAnonRole: "anon", dbPoolSize: POOL, jwtSecret: randomBytes(32).toString("hex") });
+const sql = createEnginePool(authenticatorUrl(db.adminUrl, password), config);
+const engine = await createEngine(config, { sql, log: () => {} });
+const body = JSON.stringify({ refresh_token: "bench-token-that-does-not-exist" });
+
+try {
+  const direct = await run("direct SQL", async () => {
+    const rows = await sql`select api.validate_token(${"bench-token-that-does-not-exist"})::text as body`;
+    if (!rows[0]?.body) throw new Error("direct call returned nothing");
+  });
+  const viaEngine = await run("engine.fetch", async () => {
+    const res = await engine.fetch(new Request("http://engine/rpc/validate_token", {
+      method: "POST", headers: { "Content-Type": "application/json" }, body,
+    }));
+    const text = await res.text();
+    if (res.status !== 200) throw new Error(`engine answered ${res.status}: ${text}`);
+  });
+  const fmt = (r: Result) =>
+    `${r.name.padEnd(14)} ${(r.requests / r.seconds).toFixed(0).padStart(7)} req/s   p50 ${r.p50.toFixed(2)} ms   p99 ${r.p99.toFixed(2)} ms   (${r.requests} calls)`;
+  console.log(`engine RPC benchmark: ${CONCURRENCY} concurrent callers, pool ${POOL}, ${SECONDS}s each`);
+  console.log(fmt(direct));
+  console.log(fmt(viaEngine));
+  const throughput = (viaEngine.requests / viaEngine.seconds) / (direct.requests / direct.seconds);
+  console.log(
+    `ratio engine/direct: throughput ${throughput.toFixed(2)}, p50 ${(viaEngine.p50 / direct.p50).toFixed(2)}, p99 ${(viaEngine.p99 / direct.p99).toFixed(2)}` +
+      `  → engine adds ${((1 / throughput - 1) * 100).toFixed(0)}% per call (target < 20%)`,
+  );
+} finally {
+  await engine.close();
+  await sql.end();
+  await db.stop();
+}
