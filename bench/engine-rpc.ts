@@ -12,6 +12,7 @@ import { randomBytes } from "node:crypto";
 import postgres from "postgres";
 import { defaultEngineConfig } from "../api/src/engine/config";
 import { createEngine, createEnginePool } from "../api/src/engine/index";
+import { ConnectionLanes, runInRequestTransaction } from "../api/src/engine/transaction";
 import { startEmbeddedPostgres } from "../api/src/stack/embedded-postgres";
 import { authenticatorUrl, dbmate, setAuthenticatorPassword } from "../api/src/stack/migrate";
 
@@ -75,6 +76,20 @@ try {
     const rows = await sql`select api.validate_token(${"bench-token-that-does-not-exist"})::text as body`;
     if (!rows[0]?.body) throw new Error("direct call returned nothing");
   });
+  // The same call wrapped the way PostgREST wraps every request (BEGIN, role and request GUCs,
+  // the call, COMMIT), without the engine's HTTP handling: separates the database-side cost of
+  // the transaction from what the engine's own code adds.
+  const lanes = new ConnectionLanes(sql, POOL);
+  const settings = {
+    role: "anon", claims: { role: "anon" }, method: "POST", path: "/rpc/validate_token",
+    headers: { "content-type": "application/json" }, cookies: {}, searchPath: ["api", "public"],
+  };
+  const inTransaction = await run("SQL in tx", async () => {
+    const rows = await runInRequestTransaction(lanes, settings, { readOnly: true, acquisitionTimeoutSeconds: 10 },
+      (tx) => tx`select api.validate_token(${"bench-token-that-does-not-exist"})::text as body`, true);
+    if (!rows[0]?.body) throw new Error("transaction call returned nothing");
+  });
+  lanes.close();
   const viaEngine = await run("engine.fetch", async () => {
     const res = await engine.fetch(new Request("http://engine/rpc/validate_token", {
       method: "POST", headers: { "Content-Type": "application/json" }, body,
@@ -86,12 +101,15 @@ try {
     `${r.name.padEnd(14)} ${(r.requests / r.seconds).toFixed(0).padStart(7)} req/s   p50 ${r.p50.toFixed(2)} ms   p99 ${r.p99.toFixed(2)} ms   (${r.requests} calls)`;
   console.log(`engine RPC benchmark: ${CONCURRENCY} concurrent callers, pool ${POOL}, ${SECONDS}s each`);
   console.log(fmt(direct));
+  console.log(fmt(inTransaction));
   console.log(fmt(viaEngine));
   const throughput = (viaEngine.requests / viaEngine.seconds) / (direct.requests / direct.seconds);
   console.log(
     `ratio engine/direct: throughput ${throughput.toFixed(2)}, p50 ${(viaEngine.p50 / direct.p50).toFixed(2)}, p99 ${(viaEngine.p99 / direct.p99).toFixed(2)}` +
       `  → engine adds ${((1 / throughput - 1) * 100).toFixed(0)}% per call (target < 20%)`,
   );
+  const overTx = (viaEngine.requests / viaEngine.seconds) / (inTransaction.requests / inTransaction.seconds);
+  console.log(`ratio engine/SQL in tx: throughput ${overTx.toFixed(2)} (the engine's own code, beyond PostgREST's transaction)`);
 } finally {
   await engine.close();
   await sql.end();

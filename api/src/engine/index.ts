@@ -56,11 +56,12 @@ async function loadRelationHandler(): Promise<RelationHandler | undefined> {
 
 /**
  * The pool the engine needs: json/jsonb pass through as text (bodies stay byte-exact and JSON
- * arguments are not re-encoded), prepared statements, PGRST_DB_POOL connections.
+ * arguments are not re-encoded), prepared statements, PGRST_DB_POOL connections for requests
+ * plus one for schema cache introspection.
  */
 export function createEnginePool(url: string, config: EngineConfig): Sql {
   return postgres(url, {
-    max: config.dbPoolSize,
+    max: config.dbPoolSize + 1,
     onnotice: () => {},
     prepare: true,
     connect_timeout: Math.max(1, config.dbPoolAcquisitionTimeoutSeconds),
@@ -77,8 +78,9 @@ export async function createEngine(config: EngineConfig, opts: EngineOptions = {
   const ownsPool = !opts.sql;
   const sql: Sql = opts.sql ?? createEnginePool(url!, config);
   const auth = new JwtAuthenticator(config);
-  // One pooled connection stays free for the schema cache; the rest carry request transactions.
-  const lanes = new ConnectionLanes(sql, Math.max(1, config.dbPoolSize - 1));
+  // PGRST_DB_POOL connections carry request transactions; the pool's extra one stays free for
+  // the schema cache.
+  const lanes = new ConnectionLanes(sql, config.dbPoolSize);
   const relationHandler = await loadRelationHandler();
 
   let cache: SchemaCache | undefined;

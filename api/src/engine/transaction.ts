@@ -68,7 +68,7 @@ export class ConnectionLanes {
 
   constructor(
     private readonly sql: Sql,
-    /** Connections to reserve at most (the pool keeps one more for the schema cache). */
+    /** Connections to reserve at most (the pool has one more, for the schema cache). */
     private readonly size: number,
     /** Requests queued on one connection before another is preferred or callers wait. */
     private readonly depth = 8,
