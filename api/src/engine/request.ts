@@ -141,14 +141,15 @@ export async function readBody(request: Request, limit: number): Promise<Uint8Ar
   const declared = request.headers.get("content-length");
   const known = declared !== null && /^\d+$/.test(declared);
   if (known && Number(declared) > limit) throw payloadTooLarge(limit);
-  if (!request.body) return new Uint8Array(0);
-  if (known) {
-    // A declared length within the limit: read it natively (the length is re-checked below in
-    // case the body does not match what was declared).
+  // A declared length within the limit, or an in-process Request (no Content-Length and not
+  // chunked: its body is already in memory): read natively and check the size after. Chunked
+  // bodies from the network are counted while streaming, so the excess is never buffered.
+  if (known || request.headers.get("transfer-encoding") === null) {
     const bytes = new Uint8Array(await request.arrayBuffer());
     if (bytes.byteLength > limit) throw payloadTooLarge(limit);
     return bytes;
   }
+  if (!request.body) return new Uint8Array(0);
   const reader = request.body.getReader();
   const chunks: Uint8Array[] = [];
   let total = 0;
