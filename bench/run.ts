@@ -18,11 +18,19 @@ import { startStackProcess } from "./load/stack";
 interface GroupEntry {
   name: string;
   /** Loads the group (a dynamic import, so a broken group does not stop the others). */
-  load: () => Promise<BenchGroup>;
+  load?: () => Promise<BenchGroup>;
+  /**
+   * A benchmark that is still a standalone script: run as a subprocess after the groups (it may
+   * change the database, e.g. the authenticator's password), its output printed after the table.
+   */
+  script?: string;
 }
 
 const GROUPS: GroupEntry[] = [
   { name: "sign_in", load: async () => (await import("./load/sign-in-group")).signInGroup },
+  { name: "relation", load: async () => (await import("./engine-relation")).relationReadGroup },
+  { name: "engine", script: "bench/engine-rpc.ts" },
+  { name: "gateway", script: "bench/gateway.ts" },
 ];
 
 const say = (line: string) => console.error(`[bench] ${line}`);
@@ -59,12 +67,17 @@ const ctx: BenchContext = {
 };
 
 const rows: BenchRow[] = [];
+const scriptOutputs: string[] = [];
 try {
-  for (const entry of selected) {
+  for (const entry of [...selected.filter((g) => g.load), ...selected.filter((g) => g.script)]) {
     const started = performance.now();
     say(`group ${entry.name}…`);
     try {
-      const group = await entry.load();
+      if (entry.script) {
+        scriptOutputs.push(`### ${entry.name} (\`bun ${entry.script}\`)\n\n${await runScript(entry.script)}`);
+        continue;
+      }
+      const group = await entry.load!();
       rows.push(...(await group(ctx)));
     } catch (error) {
       const message = error instanceof Error ? error.message : String(error);
@@ -80,4 +93,23 @@ try {
 console.log(`\n## bun run bench — ${machineLine()}\n`);
 console.log(`One embedded stack (PostgreSQL 17, redis-server, API + embedded engine in one Bun process, bcrypt cost 12, sign-in rate limits off); ${ctx.durationMs / 1000} s per measurement after ${ctx.warmupMs / 1000} s warm-up (sign_in: 6 s). ratio = this row's req/s ÷ its reference row's.\n`);
 console.log(formatTable(rows));
+for (const output of scriptOutputs) console.log(`\n${output}`);
 console.log(`\ntotal ${((performance.now() - began) / 1000).toFixed(0)} s`);
+
+/** A standalone benchmark script against this run's database; its stdout. */
+async function runScript(path: string): Promise<string> {
+  const child = Bun.spawn(["bun", path], {
+    env: {
+      ...process.env,
+      DATABASE_URL: ctx.databaseUrl,
+      BENCH_DURATION_MS: String(ctx.durationMs),
+      BENCH_WARMUP_MS: String(ctx.warmupMs),
+      BENCH_SECONDS: String(ctx.durationMs / 1000),
+    },
+    stdout: "pipe",
+    stderr: "inherit",
+  });
+  const [out, code] = await Promise.all([new Response(child.stdout).text(), child.exited]);
+  if (code !== 0) throw new Error(`${path} exited with ${code}`);
+  return out.trim();
+}

@@ -60,7 +60,14 @@ export interface StackProcess {
 const ROOT = resolve(import.meta.dir, "../..");
 
 /** Starts the stack in a child process and waits (≤ 60 s) for its URLs. */
-export async function startStackProcess(options: { logRequests?: boolean; log?: (line: string) => void } = {}): Promise<StackProcess> {
+export async function startStackProcess(
+  options: {
+    logRequests?: boolean;
+    log?: (line: string) => void;
+    /** Run the API process under Bun's CPU profiler; the profile (.cpuprofile + .md) lands here on stop. */
+    profileDir?: string;
+  } = {},
+): Promise<StackProcess> {
   const settings = loadSettings(options.logRequests ?? false);
   const env: Record<string, string> = { PATH: process.env.PATH ?? "", HOME: process.env.HOME ?? "/tmp" };
   for (const [name, value] of Object.entries(process.env)) if (PASSTHROUGH.test(name) && value !== undefined) env[name] = value;
@@ -69,7 +76,8 @@ export async function startStackProcess(options: { logRequests?: boolean; log?: 
 
   let resolveInfo!: (info: StackInfo) => void;
   const ready = new Promise<StackInfo>((r) => (resolveInfo = r));
-  const child = Bun.spawn(["bun", resolve(import.meta.dir, "stack.ts")], {
+  const profile = options.profileDir ? ["--cpu-prof", "--cpu-prof-md", `--cpu-prof-dir=${options.profileDir}`] : [];
+  const child = Bun.spawn(["bun", ...profile, resolve(import.meta.dir, "stack.ts")], {
     cwd: ROOT,
     env,
     stdin: "ignore",
