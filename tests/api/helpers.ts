@@ -131,7 +131,9 @@ export async function spawnApi(env: Record<string, string>): Promise<SpawnedApi>
     output: () => output,
     async stop() {
       proc.kill("SIGTERM");
+      const killer = setTimeout(() => proc.kill("SIGKILL"), 10_000);
       await proc.exited;
+      clearTimeout(killer);
     },
   };
 }

@@ -14,7 +14,7 @@ describe.skipIf(!env)("two API processes [spawns its own API processes: not with
   }, 60_000);
   afterAll(async () => {
     await Promise.all([first?.stop(), second?.stop()]);
-  });
+  }, 30_000);
 
   test("sign in on one, refresh on the other, revoke on the first: refused on the second within 1 s", async () => {
     const user = newUser();

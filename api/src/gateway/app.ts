@@ -5,6 +5,7 @@ import { Admission } from "./admission";
 import { MemoryResponseCache, RedisResponseCache, type ResponseCache } from "./cache";
 import { FunctionCatalog } from "./catalog";
 import { Cors } from "./cors";
+import { DatabaseBreaker } from "./db-breaker";
 import { docsAsset, docsPage, DOCS_ASSET_PREFIX } from "./docs";
 import { ApiError, gatewayErrors } from "./errors";
 import { healthReport } from "./health";
@@ -50,11 +51,20 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   const log = (event: Record<string, unknown>) => sink(JSON.stringify({ time: new Date().toISOString(), ...event }));
 
   // Two connections suffice: the catalogue (plus its LISTEN) and health probes.
-  const sql = postgres(config.databaseUrl, { max: 2, idle_timeout: 60, connect_timeout: 2, onnotice: () => {} });
+  const sql = postgres(config.databaseUrl, {
+    max: 2,
+    idle_timeout: 60,
+    connect_timeout: 2,
+    // postgres.js backs off exponentially (up to 20 s) after failed connects; after a database
+    // restart that would keep the API reporting it down long after it is back.
+    backoff: (attempt: number) => Math.min(0.05 * attempt, 0.5),
+    onnotice: () => {},
+  });
   const redis: RedisLink | undefined = config.redisUrl ? connectRedis(config.redisUrl, { log }) : undefined;
   if (!redis) log({ event: "redis_not_configured", detail: "cache, rate limits and session state are kept in this process only" });
 
-  const upstream = new Upstream(options.upstream.url, options.upstream.fetch, config.upstreamTimeoutMs);
+  const breaker = new DatabaseBreaker(() => withDeadline(sql`select 1`, 1000), 250, log);
+  const upstream = new Upstream(options.upstream.url, options.upstream.fetch, config.upstreamTimeoutMs, breaker);
   const jwt = new JwtService(config.jwt.secret, config.jwt.audience, config.jwt.accessTokenTtlSeconds);
   const askDatabase = async (token: string) => {
     const response = await upstream.send({
@@ -171,6 +181,14 @@ function withRoutableUrl(request: Request): Request {
   const pathStart = url.indexOf("/", url.indexOf("//") + 2);
   if (pathStart >= 11 || pathStart === -1) return request;
   return new Request(`http://gateway.internal${url.slice(pathStart)}`, request);
+}
+
+function withDeadline<T>(work: Promise<T>, ms: number): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  return Promise.race([
+    work,
+    new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms))),
+  ]).finally(() => clearTimeout(timer));
 }
 
 function clientIp(request: Request, info: RequestInfo, trustProxy: boolean): string | undefined {

@@ -1,4 +1,5 @@
 import { PostgrestClient } from "@supabase/postgrest-js";
+import type { DatabaseBreaker } from "./db-breaker";
 import { gatewayErrors, type ApiError } from "./errors";
 
 /** A fetch-compatible function: the embedded engine's `fetch` seam, or global fetch to PostgREST. */
@@ -48,13 +49,31 @@ export class Upstream {
     private readonly baseUrl: string,
     private readonly fetchImpl: UpstreamFetch,
     private readonly timeoutMs: number,
+    private readonly breaker?: DatabaseBreaker,
   ) {}
 
   async send(request: UpstreamRequest): Promise<UpstreamResponse> {
+    if (this.breaker?.isDown()) throw new UpstreamFailure(gatewayErrors.upstreamUnavailable("the database is unreachable"));
     let raw: { status: number; headers: Headers; body: string } | undefined;
+    let expired = false;
     const capture: UpstreamFetch = async (input, init) => {
-      const response = await this.fetchImpl(input, init);
-      const body = await response.text();
+      // Enforced here, not only through the abort signal: an in-process upstream may not
+      // watch the signal, and no request may wait on a stuck upstream forever.
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const deadline = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => {
+          expired = true;
+          reject(new Error("upstream deadline passed"));
+        }, this.timeoutMs);
+      });
+      let response: Response;
+      let body: string;
+      try {
+        response = await Promise.race([this.fetchImpl(input, init), deadline]);
+        body = await Promise.race([response.text(), deadline]);
+      } finally {
+        clearTimeout(timer);
+      }
       raw = { status: response.status, headers: response.headers, body };
       return new Response(body, { status: response.status, statusText: response.statusText, headers: response.headers });
     };
@@ -63,7 +82,6 @@ export class Upstream {
       fetch: capture as typeof fetch,
       schema: request.schema,
       retry: false,
-      timeout: this.timeoutMs,
     });
 
     let builder;
@@ -91,10 +109,15 @@ export class Upstream {
 
     const result = await builder;
     if (!raw) {
-      const error = result.error as { message?: string; hint?: string } | null;
-      if (error?.hint?.includes("aborted") || error?.message?.startsWith("AbortError")) throw new UpstreamFailure(gatewayErrors.upstreamTimeout());
+      if (expired) {
+        // A stuck upstream is usually a database that went away: say so when it did.
+        if (await this.breaker?.suspect()) throw new UpstreamFailure(gatewayErrors.upstreamUnavailable("the database is unreachable"));
+        throw new UpstreamFailure(gatewayErrors.upstreamTimeout());
+      }
+      const error = result.error as { message?: string } | null;
       throw new UpstreamFailure(gatewayErrors.upstreamUnavailable(`upstream unreachable: ${error?.message ?? "no response"}`));
     }
+    if (raw.status === 503) void this.breaker?.suspect();
     const headers = new Headers();
     raw.headers.forEach((value, name) => {
       if (!HOP_HEADERS.has(name)) headers.set(name, value);

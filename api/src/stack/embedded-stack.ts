@@ -2,7 +2,7 @@ import { randomBytes } from "node:crypto";
 import { mkdirSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { loadConfig } from "../config";
-import { startApi, type RunningApi } from "../server";
+import { startApi, survivePostgresClientRaces, type RunningApi } from "../server";
 import { startEmbeddedPostgres, type RunningPostgres } from "./embedded-postgres";
 import { authenticatorUrl, dbmate, setAuthenticatorPassword } from "./migrate";
 import { redisServerAvailable, startRedisServer, type RunningRedis } from "./redis-server";
@@ -92,6 +92,8 @@ export async function startEmbeddedStack(options: EmbeddedStackOptions = {}): Pr
       PGRST_DB_ANON_ROLE: env.PGRST_DB_ANON_ROLE ?? "anon",
     };
     const config = loadConfig(apiEnv, { development: true, log });
+    // This process now serves the API: a Postgres restart must not take it down.
+    survivePostgresClientRaces();
     const api = await startApi(config, apiEnv, options.requestLog);
     started.push(api);
     log(`api: ${api.url}  (Swagger UI: ${api.url}/docs)`);
