@@ -2,9 +2,10 @@
 // bodies and WWW-Authenticate headers.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { exportJWK, generateKeyPair, SignJWT } from "jose";
-import { createServer } from "node:net";
+import { connect, createServer, type Socket } from "node:net";
 import { defaultEngineConfig, engineConfigFromEnv } from "../../api/src/engine/config";
 import { createEngine, type Engine } from "../../api/src/engine/index";
+import { testStack } from "../support/stack";
 import { adminSql, get, productEngine, readJson, signToken, TEST_JWT_SECRET } from "./rpc-support";
 
 const admin = adminSql();
@@ -196,6 +197,94 @@ describe("configuration and the database being away", () => {
     }
   });
 });
+
+test("a database that goes away mid-run is 503 (PGRST000) until it is back, then requests succeed again", async () => {
+  const proxy = await tcpProxy(new URL(testStack().authenticatorUrl));
+  const url = new URL(testStack().authenticatorUrl);
+  url.hostname = "127.0.0.1";
+  url.port = String(proxy.port);
+  const lines: string[] = [];
+  const flaky = await createEngine(
+    defaultEngineConfig({ dbSchemas: ["engine_auth"], dbAnonRole: "anon", dbPoolSize: 2, dbPoolAcquisitionTimeoutSeconds: 1 }),
+    { databaseUrl: url.toString(), log: (l) => lines.push(l) },
+  );
+  try {
+    expect((await readJson(await flaky.fetch(get("/rpc/who")))).json).toBe("anon");
+    for (const mode of ["refuse", "accept-and-drop"] as const) {
+      await proxy.down(mode);
+      for (let i = 0; i < 2; i++) {
+        const res = await flaky.fetch(get("/rpc/who"));
+        const { json } = await readJson(res);
+        expect(res.status).toBe(503);
+        expect(json).toMatchObject({ code: "PGRST000", message: "Database connection error. Retrying the connection." });
+      }
+      await proxy.up();
+      let status = 0;
+      for (let i = 0; i < 100 && status !== 200; i++) {
+        status = (await flaky.fetch(get("/rpc/who"))).status;
+        if (status !== 200) await Bun.sleep(50);
+      }
+      expect(status).toBe(200);
+    }
+    expect(lines.some((l) => l.includes("lost the database connection"))).toBe(true);
+  } finally {
+    await flaky.close();
+    await proxy.close();
+  }
+}, 30_000);
+
+/**
+ * A loopback TCP proxy to the database that can go down by refusing connections (a stopped
+ * server) or by accepting and dropping them (a port forwarder in front of a stopped server).
+ */
+async function tcpProxy(target: URL) {
+  const sockets = new Set<Socket>();
+  let accepting = true;
+  const handler = (client: Socket) => {
+    if (!accepting) {
+      client.destroy();
+      return;
+    }
+    const upstream = connect(Number(target.port), target.hostname);
+    for (const s of [client, upstream]) {
+      sockets.add(s);
+      s.on("close", () => sockets.delete(s));
+      s.on("error", () => {});
+    }
+    client.pipe(upstream);
+    upstream.pipe(client);
+    client.on("close", () => upstream.destroy());
+    upstream.on("close", () => client.destroy());
+  };
+  let server = createServer(handler);
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const port = (server.address() as { port: number }).port;
+  let listening = true;
+  return {
+    port,
+    async down(mode: "refuse" | "accept-and-drop") {
+      accepting = false;
+      for (const s of sockets) s.destroy();
+      if (mode === "refuse") {
+        listening = false;
+        await new Promise<void>((resolve) => server.close(() => resolve()));
+      }
+    },
+    async up() {
+      accepting = true;
+      if (!listening) {
+        server = createServer(handler);
+        await new Promise<void>((resolve) => server.listen(port, "127.0.0.1", resolve));
+        listening = true;
+      }
+    },
+    close: () => new Promise<void>((resolve) => {
+      for (const s of sockets) s.destroy();
+      if (listening) server.close(() => resolve());
+      else resolve();
+    }),
+  };
+}
 
 /** A loopback port nothing listens on: bound, read, then released. */
 async function closedPort(): Promise<number> {

@@ -76,11 +76,30 @@ export async function createEngine(config: EngineConfig, opts: EngineOptions = {
   if (!url && !opts.sql) throw new Error("the engine needs a database URL (PGRST_DB_URI or DATABASE_URL)");
   const log = opts.log ?? ((line: string) => console.error(line));
   const ownsPool = !opts.sql;
-  const sql: Sql = opts.sql ?? createEnginePool(url!, config);
+  let sql: Sql = opts.sql ?? createEnginePool(url!, config);
   const auth = new JwtAuthenticator(config);
   // PGRST_DB_POOL connections carry request transactions; the pool's extra one stays free for
-  // the schema cache.
-  const lanes = new ConnectionLanes(sql, config.dbPoolSize);
+  // the schema cache. A lost connection replaces the whole pool: postgres.js can wedge a
+  // reserved connection whose socket died, and a fresh pool recovers as soon as the database does.
+  let lanes: ConnectionLanes;
+  const makeLanes = (pool: Sql): ConnectionLanes => {
+    const created: ConnectionLanes = new ConnectionLanes(pool, config.dbPoolSize, () => {
+      if (!ownsPool || closed || lanes !== created) return;
+      log("engine: lost the database connection; starting a new pool");
+      const old = sql;
+      created.close();
+      sql = createEnginePool(url!, config);
+      lanes = makeLanes(sql);
+      listening = false;
+      const oldUnlisten = unlisten;
+      unlisten = undefined;
+      void oldUnlisten?.().catch(() => {});
+      old.end({ timeout: 0 }).catch(() => {});
+      reload().then(listen).catch(() => {});
+    });
+    return created;
+  };
+  lanes = makeLanes(sql);
   const relationHandler = await loadRelationHandler();
 
   let cache: SchemaCache | undefined;
@@ -90,11 +109,22 @@ export async function createEngine(config: EngineConfig, opts: EngineOptions = {
   let retryTimer: ReturnType<typeof setTimeout> | undefined;
   let unlisten: (() => Promise<void>) | undefined;
 
+  // postgres.js waits indefinitely for a server that accepts and drops connections, so an
+  // introspection that takes longer than this counts as failed (its late result still lands).
+  const reloadTimeoutMs = Math.max(5, config.dbPoolAcquisitionTimeoutSeconds) * 1000;
   const reload = (): Promise<void> => {
     loading ??= (async () => {
+      let timer: ReturnType<typeof setTimeout> | undefined;
       try {
-        cache = await loadSchemaCache(sql, config.dbSchemas);
+        const load = loadSchemaCache(sql, config.dbSchemas).then((loaded) => {
+          cache = loaded;
+        });
+        const timeout = new Promise<never>((_, reject) => {
+          timer = setTimeout(() => reject(new Error("timed out loading the schema cache")), reloadTimeoutMs);
+        });
+        await Promise.race([load, timeout]);
       } finally {
+        clearTimeout(timer);
         loading = undefined;
       }
     })();
@@ -137,8 +167,12 @@ export async function createEngine(config: EngineConfig, opts: EngineOptions = {
 
   const rt: EngineRuntime = {
     config,
-    sql,
-    lanes,
+    get sql() {
+      return sql;
+    },
+    get lanes() {
+      return lanes;
+    },
     schemaCache() {
       if (!cache) throw noSchemaCache();
       return cache;

@@ -54,6 +54,12 @@ interface Lane {
   broken: boolean;
 }
 
+interface Waiter {
+  exclusive: boolean;
+  resolve: (lane: Lane) => void;
+  reject: (error: unknown) => void;
+}
+
 /**
  * The engine's connections. Each is reserved from postgres.js and carries whole request
  * transactions back to back: BEGIN … COMMIT of one request, then the next, all pipelined, so
@@ -64,12 +70,18 @@ export class ConnectionLanes {
   private readonly lanes: Lane[] = [];
   private reserving = 0;
   private closed = false;
-  private readonly waiters: Array<{ exclusive: boolean; resolve: (lane: Lane) => void }> = [];
+  private probeTimeoutMs = 10_000;
+  private readonly waiters: Waiter[] = [];
 
   constructor(
     private readonly sql: Sql,
     /** Connections to reserve at most (the pool has one more, for the schema cache). */
     private readonly size: number,
+    /**
+     * Called when a connection is lost or a new one does not answer: postgres.js can leave such
+     * connections wedged, so the owner replaces the whole pool rather than reuse them.
+     */
+    private readonly onConnectionLost: () => void = () => {},
     /** Requests queued on one connection before another is preferred or callers wait. */
     private readonly depth = 8,
   ) {}
@@ -90,49 +102,90 @@ export class ConnectionLanes {
   }
 
   async acquire(exclusive: boolean, timeoutSeconds: number): Promise<Lane> {
+    this.probeTimeoutMs = timeoutSeconds * 1000;
     if (this.closed) throw new ApiError(503, "PGRST000", "Database connection error. Retrying the connection.", "the engine is shutting down");
     const idle = this.pick();
     if (idle && idle.inflight === 0) return this.take(idle, exclusive);
-    if (this.lanes.length + this.reserving < this.size) {
-      this.reserving++;
-      let conn: ReservedSql;
-      try {
-        conn = (await this.sql.reserve()) as ReservedSql;
-      } finally {
-        this.reserving--;
-      }
-      const lane: Lane = { conn, inflight: 0, exclusive: false, broken: false };
-      this.lanes.push(lane);
-      this.wake();
-      return this.take(lane, exclusive);
-    }
+    if (this.lanes.length + this.reserving < this.size) this.grow();
     if (idle) return this.take(idle, exclusive);
     return new Promise<Lane>((resolve, reject) => {
-      const waiter = {
+      const waiter: Waiter = {
         exclusive,
-        resolve: (lane: Lane) => {
+        resolve: (lane) => {
           clearTimeout(timer);
           resolve(lane);
         },
+        reject: (e) => {
+          clearTimeout(timer);
+          reject(e);
+        },
       };
       const timer = setTimeout(() => {
-        const i = this.waiters.indexOf(waiter);
-        if (i >= 0) this.waiters.splice(i, 1);
-        reject(new ApiError(504, "PGRST003", "Timed out acquiring connection from connection pool."));
+        this.dropWaiter(waiter);
+        // No connection at all means the database cannot be reached (postgres.js keeps retrying
+        // a server that accepts and drops connections); otherwise every connection is busy.
+        reject(this.lanes.length === 0
+          ? new ApiError(503, "PGRST000", "Database connection error. Retrying the connection.", "timed out connecting to the database")
+          : new ApiError(504, "PGRST003", "Timed out acquiring connection from connection pool."));
       }, timeoutSeconds * 1000);
       this.waiters.push(waiter);
     });
+  }
+
+  /**
+   * Reserves one more connection in the background; waiters get it (or the error) when it is
+   * ready. A new connection answers a `select 1` before it carries requests: postgres.js hands
+   * out connections to a server that accepts and drops them (a proxy in front of a stopped
+   * database) and retries them forever, and no request should be queued on one of those.
+   */
+  private grow(): void {
+    this.reserving++;
+    let settled = false;
+    const failed = (error: unknown) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      this.reserving--;
+      if (this.lanes.length > 0) return; // the others keep serving the waiters
+      for (const waiter of this.waiters.splice(0)) waiter.reject(error);
+    };
+    const timer = setTimeout(() => {
+      failed(new ApiError(503, "PGRST000", "Database connection error. Retrying the connection.", "timed out connecting to the database"));
+      this.onConnectionLost();
+    }, this.probeTimeoutMs);
+    (this.sql.reserve() as Promise<ReservedSql>).then((conn) => {
+      conn`select 1`.then(
+        () => {
+          if (settled) return; // given up on: it belongs to a pool being replaced
+          settled = true;
+          clearTimeout(timer);
+          this.reserving--;
+          if (this.closed) {
+            conn.release();
+            return;
+          }
+          this.lanes.push({ conn, inflight: 0, exclusive: false, broken: false });
+          this.wake();
+        },
+        (error) => failed(error),
+      );
+    }, failed);
+  }
+
+  private dropWaiter(waiter: Waiter): void {
+    const i = this.waiters.indexOf(waiter);
+    if (i >= 0) this.waiters.splice(i, 1);
   }
 
   release(lane: Lane, exclusive: boolean, broken: boolean): void {
     lane.inflight--;
     if (exclusive) lane.exclusive = false;
     if (broken && !lane.broken) {
-      // The connection failed: stop using it; postgres.js reconnects it for whoever reserves it next.
+      // The connection failed: never reuse it (see onConnectionLost).
       lane.broken = true;
       this.lanes.splice(this.lanes.indexOf(lane), 1);
+      this.onConnectionLost();
     }
-    if (lane.broken && lane.inflight === 0) lane.conn.release();
     this.wake();
   }
 
