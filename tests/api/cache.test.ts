@@ -89,5 +89,9 @@ describe("GET /rpc cache", () => {
     const post = await call("/rpc/list_rules", { token: user.access_token, body: { tenant_id: tenantId } });
     expect(post.status).toBe(200);
     expect(post.headers.get("x-cache")).toBeNull();
+    // Answers that change without a POST through the gateway: memberships, a scan a removed member must lose.
+    const tenants = await call("/rpc/my_tenants", { token: user.access_token });
+    expect(tenants.status).toBe(200);
+    expect(tenants.headers.get("x-cache")).toBeNull();
   });
 });
