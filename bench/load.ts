@@ -8,6 +8,8 @@
  *   bun run load --soak --minutes 2
  *   bun run load --duration 10 --warmup 3      seconds per scenario
  *   bun run load --log-requests                keep the API's JSON request log on (default off)
+ *   bun run load --wait-quiet 30               on a shared machine: before each scenario wait (≤ 30 s)
+ *                                              until other work uses < 0.3 cores
  *   API_URL=http://host:8000 [UNCACHED_API_URL=…] [DATABASE_URL=postgres://superuser@…] [API_PID=…] bun run load
  *
  * Without API_URL it starts the embedded stack (PostgreSQL, Redis, the API with the embedded
@@ -23,7 +25,7 @@ import postgres from "postgres";
 import type { Measurement } from "./lib";
 import { bcryptLimit, directPool, issueTokenDirect, meDirect, sqlSessions, storedHash, validateDirect, type DirectOptions } from "./load/baselines";
 import { errorCount, fire, fireInChild, firePolite, type ShotRequest, type ShotResult, type ShotSpec } from "./load/cannon";
-import { cpuSnapshot, cpuUse, type CpuSnapshot, type CpuUse } from "./load/cpu";
+import { cpuSnapshot, cpuUse, waitForQuiet, type CpuSnapshot, type CpuUse } from "./load/cpu";
 import { signIn, signUpUsers, tenantWithRules, type Session } from "./load/prepare";
 import {
   BASELINE_HEADER,
@@ -49,6 +51,7 @@ const { values: args } = parseArgs({
     duration: { type: "string" },
     warmup: { type: "string" },
     "log-requests": { type: "boolean", default: false },
+    "wait-quiet": { type: "string" },
   },
 });
 
@@ -56,6 +59,7 @@ const QUICK = args.quick!;
 const DURATION = Number(args.duration ?? (QUICK ? 3 : 8));
 const WARMUP = Number(args.warmup ?? (QUICK ? 1 : 2));
 const CORES = availableParallelism();
+const WAIT_QUIET_MS = args["wait-quiet"] === undefined ? 0 : Number(args["wait-quiet"] || 30) * 1000;
 const say = (line: string) => console.error(`[load] ${line}`);
 
 // ── the stack ───────────────────────────────────────────────────────────────────────
@@ -137,6 +141,7 @@ try {
     };
   };
   const baseline = async (name: string, callers: number, work: (options: DirectOptions) => Promise<Measurement>, note?: string) => {
+    await quiet();
     say(`direct SQL: ${name} @ ${callers} callers…`);
     baselineName = name;
     const m = await work(directOptions(callers));
@@ -149,7 +154,13 @@ try {
     return row;
   };
   const loadgenPids = [process.pid];
-  const run = async (spec: ShotSpec, generator: typeof fire = fire) => {
+  const quiet = async () => {
+    if (!WAIT_QUIET_MS) return;
+    const other = await waitForQuiet(info.apiPid, CORES, WAIT_QUIET_MS);
+    if (other >= 0.3) say(`  (other work still uses ${other.toFixed(2)} cores; going ahead)`);
+  };
+  const run = async (spec: ShotSpec, generator: typeof fire = fire, waitQuiet = true) => {
+    if (waitQuiet) await quiet();
     say(`${spec.name} @ ${spec.connections} connections: ${spec.warmupSec} s warm-up + ${spec.durationSec} s…`);
     let before: CpuSnapshot | undefined;
     let after: CpuSnapshot | undefined;
@@ -226,9 +237,10 @@ try {
     // me while sign-in is saturated: the flood runs in its own process (second load generator).
     say(`GET /rpc/me @ 64 during a sign-in flood @ 64 (flood in a second load-generator process)…`);
     const floodSpec: ShotSpec = { ...shot("POST /rpc/sign_in flood (concurrent with the row above)", 64, signInRequests), warmupSec: WARMUP + 1, durationSec: DURATION + 1 };
+    await quiet();
     const flooding = fireInChild(floodSpec, (pid) => loadgenPids.push(pid));
     await Bun.sleep(1000);
-    const meFlood = await run(shot(`${meGetLabel.replace(/ \(.*/, "")} during the sign-in flood`, 64, meGet));
+    const meFlood = await run(shot(`${meGetLabel.replace(/ \(.*/, "")} during the sign-in flood`, 64, meGet), fire, false);
     const flood = await flooding;
     loadgenPids.length = 1;
     results.push(flood);
@@ -294,6 +306,17 @@ try {
       );
     }
     if (meDirectRow) console.log(`\nme: API (GET) ${rate(me.get64!.okPerSec)} req/s vs direct SQL ${rate(meDirectRow.m.reqPerSec)} calls/s at 64 (${((me.get64!.okPerSec / meDirectRow.m.reqPerSec) * 100).toFixed(0)} % of direct).`);
+    const signInCpu = cpu.get(signIn16);
+    const cryptCpu = bcrypt ? baselineCpu.get(bcrypt.name) : undefined;
+    if (signInCpu && cryptCpu && signIn16.okPerSec > 0) {
+      // Independent of what else runs on the machine: PostgreSQL CPU per successful sign-in
+      // (including the refused attempts' share) against CPU per bare crypt() call.
+      const perSignIn = (signInCpu.postgresPerReq * signIn16.responses) / (signIn16.okPerSec * signIn16.seconds);
+      console.log(
+        `sign_in efficiency: ${perSignIn.toFixed(0)} ms of PostgreSQL CPU per successful sign-in vs ${cryptCpu.postgresPerReq.toFixed(0)} ms per bare crypt() (${((cryptCpu.postgresPerReq / perSignIn) * 100).toFixed(0)} %); ` +
+          `cores used by other work on the machine: ${cryptCpu.otherCores.toFixed(2)} during the crypt() loop, ${signInCpu.otherCores.toFixed(2)} during sign_in.`,
+      );
+    }
     if (issue.rotation) console.log(`issue_token rotation: ${issue.rotation.restarts - issue.connections} chain restarts after a non-200 answer, ${issue.rotation.poolLeft} spare tokens left${issue.rotation.poolEmpty ? `, POOL RAN DRY ${issue.rotation.poolEmpty}×` : ""}.`);
     console.log(`health: ${rate(health.okPerSec)} req/s.`);
     console.log("");

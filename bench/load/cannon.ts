@@ -40,6 +40,8 @@ export interface ShotSpec {
   harvestRefreshTokens?: boolean;
   /** Seconds without an answer before autocannon counts a timeout and reconnects. */
   timeoutSec?: number;
+  /** For fireInChild: "polite" runs firePolite (clients honour Retry-After) instead of autocannon. */
+  generator?: "autocannon" | "polite";
 }
 
 export interface ShotResult {
@@ -379,6 +381,6 @@ export async function fireInChild(spec: ShotSpec, onPid?: (pid: number) => void)
 
 if (import.meta.main) {
   const spec = JSON.parse(process.argv[2] ?? "{}") as ShotSpec;
-  const result = await fire(spec);
+  const result = spec.generator === "polite" ? await firePolite(spec) : await fire(spec);
   process.stdout.write(JSON.stringify(result));
 }

@@ -114,3 +114,24 @@ export function cpuUse(a: CpuSnapshot | undefined, b: CpuSnapshot | undefined, r
     machineCores,
   };
 }
+
+/**
+ * On a shared machine: waits (at most `maxMs`) until work outside this stack and the load
+ * generator uses less than `threshold` cores for two seconds in a row. Returns the cores the
+ * other work used in the last second checked.
+ */
+export async function waitForQuiet(apiPid: number | undefined, cores: number, maxMs: number, threshold = 0.3): Promise<number> {
+  const deadline = performance.now() + maxMs;
+  let calm = 0;
+  let other = 0;
+  let previous = cpuSnapshot(apiPid);
+  while (previous && performance.now() < deadline) {
+    await Bun.sleep(1000);
+    const now = cpuSnapshot(apiPid);
+    other = cpuUse(previous, now, 1, cores)?.otherCores ?? 0;
+    previous = now;
+    calm = other < threshold ? calm + 1 : 0;
+    if (calm >= 2) break;
+  }
+  return other;
+}
