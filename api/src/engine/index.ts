@@ -119,6 +119,7 @@ export async function createEngine(config: EngineConfig, opts: EngineOptions = {
         const load = loadSchemaCache(sql, config.dbSchemas).then((loaded) => {
           cache = loaded;
         });
+        load.catch(() => {}); // a late failure after the timeout is not anyone's to handle
         const timeout = new Promise<never>((_, reject) => {
           timer = setTimeout(() => reject(new Error("timed out loading the schema cache")), reloadTimeoutMs);
         });

@@ -66,8 +66,16 @@ export async function handleRpc(rt: EngineRuntime, req: EngineRequest, functionN
   const shaped = routine.returnsSet ? capRows(parsedQuery, rt.config.dbMaxRows) : parsedQuery;
   let built;
   try {
+    const scalarCall = rows === "single-scalar" && (shape === "json" || shape === "single") && req.prefer.count === undefined &&
+      isPlainRead(shaped) && shaped.range.lower === 0 && shaped.range.upper === null && input.jsonShape !== "array";
     // planned/estimated counts are answered with the exact count, as for relations.
-    built = buildReadSql(call, shaped, { count: req.prefer.count !== undefined, shape, rows });
+    built = scalarCall
+      ? scalarCallSql(call)
+      : buildReadSql(
+          { text: `${call.args ? `${call.args}, LATERAL ` : ""}${call.call} ${call.alias}`, values: call.values, qualifier: "pgrst_call" },
+          shaped,
+          { count: req.prefer.count !== undefined, shape, rows },
+        );
   } catch (e) {
     if (e instanceof UnsafeCastError) throw new ApiError(400, "PGRST100", `invalid cast: ${e.message}`);
     throw e;
@@ -295,11 +303,36 @@ function noFunction(schema: string, name: string, input: ArgumentInput, overload
   return new ApiError(404, "PGRST202", message, details, hint);
 }
 
-/** The FROM item that calls the function, with the argument values as bind parameters. */
-function callSource(r: Routine, input: ArgumentInput, singleObject: boolean): { text: string; values: unknown[]; qualifier: string } {
+interface CallSql {
+  /** The FROM item producing the argument row (`pgrst_args`), when there are arguments to bind. */
+  args?: string;
+  /** The function call expression. */
+  call: string;
+  /** Its alias in FROM: composite columns as returned, a scalar as `pgrst_scalar`. */
+  alias: string;
+  values: unknown[];
+}
+
+/**
+ * The plain call of a function returning one scalar, without the read builder's row machinery:
+ * PostgreSQL's to_json renders the value exactly as json_agg(…)->0 would, and the response
+ * GUCs are read after the call (the subquery is not flattened).
+ */
+function scalarCallSql(c: CallSql): { text: string; values: unknown[] } {
+  return {
+    text:
+      "SELECT null::bigint AS total_result_set, 1::bigint AS page_total, pgrst_lean.body," +
+      " nullif(current_setting('response.headers', true), '') AS response_headers," +
+      " nullif(current_setting('response.status', true), '') AS response_status" +
+      ` FROM (SELECT coalesce(to_json(${c.call}), 'null') AS body${c.args ? ` FROM ${c.args}` : ""} OFFSET 0) pgrst_lean`,
+    values: c.values,
+  };
+}
+
+/** How the function is called, with the argument values as bind parameters. */
+function callSource(r: Routine, input: ArgumentInput, singleObject: boolean): CallSql {
   const fn = `${quoteIdent(r.schema)}.${quoteIdent(r.name)}`;
   const alias = r.returnKind === "composite" ? "pgrst_call" : "pgrst_call(pgrst_scalar)";
-  const qualifier = "pgrst_call";
   const param0 = r.params[0];
   const wholeBody = input.isPost && param0 !== undefined && r.params.length === 1 &&
     (singleObject || (param0.name === "" && RAW_BODY_KINDS.concat("json").includes(input.bodyKind)));
@@ -307,17 +340,17 @@ function callSource(r: Routine, input: ArgumentInput, singleObject: boolean): { 
     const value = input.rawBody !== undefined
       ? input.bodyKind === "octet" ? Buffer.from(input.rawBody) : new TextDecoder().decode(input.rawBody)
       : input.rawJson ?? JSON.stringify(Object.fromEntries([...(input.repeated ?? new Map()).entries()].map(([k, v]) => [k, v[v.length - 1]])));
-    return { text: `${fn}($1::${param0.type}) ${alias}`, values: [value], qualifier };
+    return { call: `${fn}($1::${param0.type})`, alias, values: [value] };
   }
   const given = r.params.filter((p) => input.keys.includes(p.name));
-  if (given.length === 0) return { text: `${fn}() ${alias}`, values: [], qualifier };
+  if (given.length === 0) return { call: `${fn}()`, alias, values: [] };
+  const columns = given.map((p) => `${quoteIdent(p.name)} ${p.type}`).join(", ");
+  const call = `${fn}(${given.map(namedArg).join(", ")})`;
   if (input.rawJson !== undefined && input.jsonShape !== "other") {
-    const columns = given.map((p) => `${quoteIdent(p.name)} ${p.type}`).join(", ");
-    const args = given.map(namedArg).join(", ");
-    const rows = input.jsonShape === "array"
-      ? `(SELECT * FROM json_to_recordset($1::json) AS pgrst_body(${columns}) LIMIT 1)`
-      : `(SELECT * FROM json_to_record($1::json) AS pgrst_body(${columns}))`;
-    return { text: `${rows} pgrst_args, LATERAL ${fn}(${args}) ${alias}`, values: [input.rawJson], qualifier };
+    const args = input.jsonShape === "array"
+      ? `(SELECT * FROM json_to_recordset($1::json) AS pgrst_body(${columns}) LIMIT 1) pgrst_args`
+      : `(SELECT * FROM json_to_record($1::json) AS pgrst_body(${columns})) pgrst_args`;
+    return { args, call, alias, values: [input.rawJson] };
   }
   // Query-string and form arguments: text values; a variadic parameter takes every repetition.
   const object: Record<string, string | string[]> = {};
@@ -325,12 +358,11 @@ function callSource(r: Routine, input: ArgumentInput, singleObject: boolean): { 
     const values = input.repeated?.get(p.name) ?? [];
     object[p.name] = p.variadic ? values : values[values.length - 1] ?? "";
   }
-  const columns = given.map((p) => `${quoteIdent(p.name)} ${p.type}`).join(", ");
-  const args = given.map(namedArg).join(", ");
   return {
-    text: `(SELECT * FROM json_to_record($1::json) AS pgrst_body(${columns})) pgrst_args, LATERAL ${fn}(${args}) ${alias}`,
+    args: `(SELECT * FROM json_to_record($1::json) AS pgrst_body(${columns})) pgrst_args`,
+    call,
+    alias,
     values: [JSON.stringify(object)],
-    qualifier,
   };
 }
 
