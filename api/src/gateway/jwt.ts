@@ -36,6 +36,8 @@ const decoder = new TextDecoder();
  */
 export class JwtService {
   private readonly key: Uint8Array;
+  /** Imported once per algorithm: importing the raw secret on every verification costs more than the HMAC. */
+  private readonly cryptoKeys = new Map<string, Promise<CryptoKey>>();
   /** token → claims, for tokens already verified; bounded, and re-checked for expiry on each hit. */
   private readonly verified = new Map<string, AccessClaims>();
 
@@ -82,7 +84,7 @@ export class JwtService {
     }
     let payload: Uint8Array;
     try {
-      ({ payload } = await compactVerify(token, this.key, { algorithms: HMAC_ALGORITHMS }));
+      ({ payload } = await compactVerify(token, await this.cryptoKey(alg), { algorithms: HMAC_ALGORITHMS }));
     } catch {
       throw jwtError("PGRST301", "No suitable key or wrong key type", "None of the keys was able to decode the JWT");
     }
@@ -102,6 +104,16 @@ export class JwtService {
     if (this.verified.size >= VERIFIED_CACHE_MAX) this.verified.clear();
     this.verified.set(token, typed);
     return typed;
+  }
+
+  private cryptoKey(alg: string): Promise<CryptoKey> {
+    let key = this.cryptoKeys.get(alg);
+    if (!key) {
+      const hash = `SHA-${alg.slice(2)}`;
+      key = crypto.subtle.importKey("raw", this.key as Uint8Array<ArrayBuffer>, { name: "HMAC", hash }, false, ["sign", "verify"]);
+      this.cryptoKeys.set(alg, key);
+    }
+    return key;
   }
 
   private checkClaimTypes(claims: AccessClaims) {
@@ -139,6 +151,6 @@ export class JwtService {
       .setIssuedAt(now)
       .setExpirationTime(now + this.accessTtlSeconds);
     if (this.audience !== undefined) jwt.setAudience(this.audience);
-    return { token: await jwt.sign(this.key), expiresIn: this.accessTtlSeconds };
+    return { token: await jwt.sign(await this.cryptoKey("HS256")), expiresIn: this.accessTtlSeconds };
   }
 }
