@@ -323,7 +323,9 @@ export async function firePolite(spec: ShotSpec, hooks: FireHooks = {}): Promise
           const token = (JSON.parse(body) as { refresh_token?: string }).refresh_token;
           if (token) harvested.push(token);
         }
-        if (start >= measureFrom && done <= end) {
+        // Counted by completion time, like autocannon's answers: a closed loop's throughput is
+        // what completes inside the window.
+        if (done >= measureFrom && done <= end) {
           status[res.status] = (status[res.status] ?? 0) + 1;
           all.push(done - start);
           if (res.ok) ok.push(done - start);
@@ -333,7 +335,7 @@ export async function firePolite(spec: ShotSpec, hooks: FireHooks = {}): Promise
           }
         }
       } catch (error) {
-        if (start >= measureFrom) {
+        if (performance.now() >= measureFrom) {
           socketErrors++;
           errorSample ??= error instanceof Error ? error.name : String(error);
         }
