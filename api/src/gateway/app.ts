@@ -193,7 +193,8 @@ function withDeadline<T>(work: Promise<T>, ms: number): Promise<T> {
 
 function clientIp(request: Request, info: RequestInfo, trustProxy: boolean): string | undefined {
   if (trustProxy) {
-    const forwarded = request.headers.get("x-forwarded-for")?.split(",")[0]?.trim();
+    // The last entry is the one our proxy appended; earlier ones are whatever the client sent.
+    const forwarded = request.headers.get("x-forwarded-for")?.split(",").at(-1)?.trim();
     if (forwarded) return forwarded;
   }
   return info.clientIp;
