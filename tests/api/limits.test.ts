@@ -80,6 +80,19 @@ describe("rate limits", () => {
   });
 });
 
+describe("client address behind a proxy", () => {
+  test.skipIf(!canStartInstances)(`with TRUST_PROXY the proxy's entry of X-Forwarded-For decides, not the client's ${SKIP_REASON}`, async () => {
+    const base = await dedicatedApi({ TRUST_PROXY: "true", RATE_LIMIT_IP_MAX: "2", RATE_LIMIT_IP_WINDOW_SECONDS: "60" });
+    const attempt = (forwardedFor: string) =>
+      call("/rpc/sign_in", { base, body: { email: `${crypto.randomUUID()}@example.com`, password: "whatever-pw" }, headers: { "X-Forwarded-For": forwardedFor } });
+    // A client rotating a forged first entry still comes through the proxy from 203.0.113.7.
+    expect((await attempt("1.1.1.1, 203.0.113.7")).status).toBe(401);
+    expect((await attempt("2.2.2.2, 203.0.113.7")).status).toBe(401);
+    expectLimited(await attempt("3.3.3.3, 203.0.113.7"), "client address");
+    expect((await attempt("198.51.100.9")).status).toBe(401);
+  });
+});
+
 describe("sign-in admission control", () => {
   test.skipIf(!canStartInstances)(`sign-ins beyond the concurrency limit are refused at once with 503 ${SKIP_REASON}`, async () => {
     const base = await dedicatedApi({ SIGN_IN_CONCURRENCY: "1", SIGN_IN_QUEUE: "0" });
