@@ -1,8 +1,10 @@
 /**
  * Engine overhead benchmark: one function called through the embedded engine
- * (`engine.fetch(POST /rpc/validate_token)`: JWT-less anonymous request, transaction, role
- * switch, request GUCs, json_agg body) and the same function called directly in SQL on the
- * same pool, 32 concurrent callers each, one after the other in one run.
+ * (`engine.fetch(POST /rpc/validate_token)`: anonymous request, transaction, role switch,
+ * request GUCs, body rendered by PostgreSQL) and the same function called directly in SQL on
+ * the same pool, 32 concurrent callers each, one after the other in one run. A third line runs
+ * the direct SQL inside the transaction PostgREST wraps around every request (BEGIN, role and
+ * GUCs, COMMIT), to tell the database-side cost of that wrapping from the engine's own code.
  *
  *   bun run bench:engine                 # embedded PostgreSQL, migrated, thrown away after
  *   DATABASE_URL=postgres://… bun run bench:engine   # an existing migrated database (superuser URL)
