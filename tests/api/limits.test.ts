@@ -52,7 +52,7 @@ describe("rate limits", () => {
     const bystander = newUser();
     await signUp(bystander);
     expect((await call("/rpc/sign_in", { body: bystander })).status).toBe(200);
-  });
+  }, 60_000); // bcrypt at cost 12 against an external stack
 
   test.skipIf(!canStartInstances)(`the account limit recovers after its window ${SKIP_REASON}`, async () => {
     const base = await dedicatedApi({ RATE_LIMIT_EMAIL_MAX: "2", RATE_LIMIT_EMAIL_WINDOW_SECONDS: "1" });

@@ -48,7 +48,8 @@ describe("scan-job queue, in process", () => {
     expect(latest.id).toBe(scanId);
     expect(latest.findings).toHaveLength(6);
     expect(latest.submitted_by).toBe(t.admin.id);
-    expect(recorded).toEqual([t.tenantId]);
+    // a shared database may hold other queued jobs that this relay publishes too
+    expect(recorded.filter((tenant) => tenant === t.tenantId)).toEqual([t.tenantId]);
     expect(await waitFor("the entry to be acknowledged", async () => (await pendingCount(redis, stream, SCAN_JOB_GROUP)) === 0)).toBe(true);
   }, 30_000);
 

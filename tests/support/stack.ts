@@ -41,6 +41,7 @@ export function testStack(): TestStack {
 export async function startTestStack(): Promise<TestStack> {
   if (current) return current;
   const externalDb = process.env.DATABASE_URL;
+  requireExternalSecrets(externalDb);
   const pg = externalDb ? undefined : await startEmbeddedPostgres({ database: "autoaudit_test" });
   const databaseUrl = externalDb ?? pg!.url;
   const password = process.env.AUTHENTICATOR_PASSWORD ?? randomBytes(24).toString("base64url");
@@ -79,6 +80,21 @@ export async function startTestStack(): Promise<TestStack> {
     },
   };
   return current;
+}
+
+/**
+ * Against a running stack the suites must log in as its authenticator and mint tokens its API
+ * accepts; without those secrets hundreds of tests would fail with 503s and 401s instead of
+ * one clear message.
+ */
+function requireExternalSecrets(externalDb: string | undefined) {
+  const missing: string[] = [];
+  if (externalDb && !process.env.AUTHENTICATOR_PASSWORD) missing.push("AUTHENTICATOR_PASSWORD (the authenticator role's password on DATABASE_URL's server)");
+  if (process.env.API_URL && !process.env.PGRST_JWT_SECRET) missing.push("PGRST_JWT_SECRET (the secret the API at API_URL signs and verifies with)");
+  if (process.env.API_URL && !externalDb) missing.push("DATABASE_URL (a superuser URL of the database behind API_URL)");
+  if (missing.length) {
+    throw new Error(`running the suites against an external stack needs:\n  - ${missing.join("\n  - ")}\nSee the README, "Tests".`);
+  }
 }
 
 /**
