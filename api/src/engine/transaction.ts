@@ -246,11 +246,14 @@ export async function runInRequestTransaction<T>(
     steps.push(pendingMain as Promise<unknown>);
     let endStep: Promise<unknown> | undefined;
     if (typeof end === "boolean") {
-      endStep = tx.unsafe(end ? "commit" : "rollback", [], PREPARED).execute();
+      // Handled at once: a lost connection rejects every queued statement together, and a
+      // rejection whose handler is attached only after the others settle counts as unhandled.
+      endStep = tx.unsafe(end ? "commit" : "rollback", [], PREPARED).execute()
+        .catch((e) => { if (isConnectionError(e)) broken = true; });
       ended = true;
     }
     const settled = await Promise.allSettled(steps);
-    if (endStep) await endStep.catch((e) => { if (isConnectionError(e)) broken = true; });
+    if (endStep) await endStep;
     const failure = settled.find((s): s is PromiseRejectedResult => s.status === "rejected");
     if (failure) {
       if (isConnectionError(failure.reason)) broken = true;
