@@ -12,6 +12,7 @@
  * the result as JSON: used to run a second load generator in its own process (sign-in flood).
  */
 import autocannon from "autocannon";
+import type { EventEmitter } from "node:events";
 
 export interface ShotRequest {
   path: string;
@@ -211,6 +212,7 @@ export async function fire(spec: ShotSpec, hooks: FireHooks = {}): Promise<ShotR
         },
       }));
 
+  // Without a callback autocannon returns its instance, an event emitter that is also a promise.
   const instance = autocannon({
     url: spec.url,
     connections: spec.connections,
@@ -218,7 +220,7 @@ export async function fire(spec: ShotSpec, hooks: FireHooks = {}): Promise<ShotR
     timeout: spec.timeoutSec ?? 10,
     pipelining: 1,
     requests: requests as never,
-  });
+  }) as unknown as Promise<autocannon.Result> & EventEmitter;
   instance.on("response", (_client: unknown, statusCode: number, _bytes: number, responseTime: number) => {
     if (!measuring) return;
     const key = String(statusCode);
