@@ -236,7 +236,7 @@ try {
 
     // me while sign-in is saturated: the flood runs in its own process (second load generator).
     say(`GET /rpc/me @ 64 during a sign-in flood @ 64 (flood in a second load-generator process)…`);
-    const floodSpec: ShotSpec = { ...shot("POST /rpc/sign_in flood (concurrent with the row above)", 64, signInRequests), warmupSec: WARMUP + 1, durationSec: DURATION + 1 };
+    const floodSpec: ShotSpec = { ...shot("POST /rpc/sign_in flood, 503s retried at once (concurrent with the row above)", 64, signInRequests), warmupSec: WARMUP + 1, durationSec: DURATION + 1 };
     await quiet();
     const flooding = fireInChild(floodSpec, (pid) => loadgenPids.push(pid));
     await Bun.sleep(1000);
