@@ -290,7 +290,7 @@ try {
       console.log("");
       console.log(markdownTable(BASELINE_HEADER, baselineRows(baselines), [1, 2, 3, 4, 5]));
     }
-    if (cpu.size) {
+    if (cpu.size && info.apiPid) {
       console.log("\nWhere the CPU goes (measured window; ms of CPU per answered request, and cores busy on average; \"other\" is everything else on the machine):\n");
       const f = (v: number) => (Number.isFinite(v) ? v.toFixed(2) : "–");
       const c = (v: number) => v.toFixed(2);
