@@ -50,9 +50,19 @@ language sql stable set search_path = '' as $$
   select least(greatest(coalesce(nullif(current_setting('autoaudit.bcrypt_cost', true), '')::int, 12), 4), 15)
 $$;
 
+-- The small helpers below have no SET clause and qualify every builtin, so PostgreSQL inlines
+-- them into the calling query (a SET clause forbids inlining and costs a plan per call); inlined,
+-- they run under the caller's fixed, empty search_path.
 create function auth.claim(name text) returns text
-language sql stable set search_path = '' as $$
-  select nullif(current_setting('request.jwt.claims', true), '')::jsonb ->> name
+language sql stable as $$
+  select nullif(pg_catalog.current_setting('request.jwt.claims', true), '')::jsonb operator(pg_catalog.->>) name
+$$;
+
+-- A uuid claim (`sub`, `sid`), or null when it is missing or not a uuid.
+create function auth.claim_uuid(name text) returns uuid
+language sql stable as $$
+  select case when auth.claim(name) operator(pg_catalog.~) '^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$'
+              then auth.claim(name)::uuid end
 $$;
 
 -- The signed-in user, from the `sub` claim PostgREST puts in request.jwt.claims.
@@ -85,8 +95,8 @@ end
 $$;
 
 create function auth.user_json(u auth.users) returns json
-language sql immutable set search_path = '' as $$
-  select json_build_object(
+language sql immutable as $$
+  select pg_catalog.json_build_object(
     'id', u.id, 'email', u.email, 'first_name', u.first_name, 'last_name', u.last_name,
     'last_login_at', u.last_login_at, 'created_at', u.created_at)
 $$;
@@ -265,7 +275,7 @@ language plpgsql stable security definer set search_path = '' as $$
 declare
   found_user auth.users;
 begin
-  select * into found_user from auth.users where id = auth.current_user_id();
+  select * into found_user from auth.users where id = auth.claim_uuid('sub');
   if found_user.id is null then
     raise exception using errcode = 'PT401', message = 'sign in required';
   end if;
@@ -278,7 +288,7 @@ create function api.session_active() returns boolean
 language sql stable security definer set search_path = '' as $$
   select exists (
     select from auth.sessions s
-     where s.id::text = auth.claim('sid') and s.user_id = auth.current_user_id() and s.revoked_at is null)
+     where s.id = auth.claim_uuid('sid') and s.user_id = auth.claim_uuid('sub') and s.revoked_at is null)
 $$;
 
 comment on function api.sign_up(text, text, text, text) is 'Create an account. 409 when the email is taken.';
