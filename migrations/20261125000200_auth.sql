@@ -50,8 +50,8 @@ language sql stable set search_path = '' as $$
   select least(greatest(coalesce(nullif(current_setting('autoaudit.bcrypt_cost', true), '')::int, 12), 4), 15)
 $$;
 
--- The small helpers below have no SET clause and qualify every builtin, so PostgreSQL inlines
--- them into the calling query (a SET clause forbids inlining and costs a plan per call); inlined,
+-- auth.claim and auth.claim_uuid have no SET clause and qualify every builtin, so PostgreSQL
+-- inlines them into the calling query (a SET clause forbids inlining and costs a plan per call); inlined,
 -- they run under the caller's fixed, empty search_path.
 create function auth.claim(name text) returns text
 language sql stable as $$
@@ -94,11 +94,14 @@ begin
 end
 $$;
 
+-- plpgsql: called with a row variable, a SQL function would be planned anew at every call.
 create function auth.user_json(u auth.users) returns json
-language sql immutable as $$
-  select pg_catalog.json_build_object(
+language plpgsql immutable set search_path = '' as $$
+begin
+  return json_build_object(
     'id', u.id, 'email', u.email, 'first_name', u.first_name, 'last_name', u.last_name,
-    'last_login_at', u.last_login_at, 'created_at', u.created_at)
+    'last_login_at', u.last_login_at, 'created_at', u.created_at);
+end
 $$;
 
 create function auth.session_json(u auth.users, session uuid, token text, expires_at timestamptz) returns json
@@ -273,9 +276,12 @@ $$;
 create function api.me() returns json
 language plpgsql stable security definer set search_path = '' as $$
 declare
+  sub text := auth.claim('sub');
   found_user auth.users;
 begin
-  select * into found_user from auth.users where id = auth.claim_uuid('sub');
+  if pg_catalog.pg_input_is_valid(sub, 'uuid') then
+    select * into found_user from auth.users u where u.id = sub::uuid;
+  end if;
   if found_user.id is null then
     raise exception using errcode = 'PT401', message = 'sign in required';
   end if;
@@ -284,11 +290,14 @@ end
 $$;
 
 -- Whether the session named by the access token's `sid` claim is still active.
+-- plpgsql rather than sql: it keeps its plan for the session, where a SQL function is planned anew at every call.
 create function api.session_active() returns boolean
-language sql stable security definer set search_path = '' as $$
-  select exists (
+language plpgsql stable security definer set search_path = '' as $$
+begin
+  return exists (
     select from auth.sessions s
-     where s.id = auth.claim_uuid('sid') and s.user_id = auth.claim_uuid('sub') and s.revoked_at is null)
+     where s.id = auth.claim_uuid('sid') and s.user_id = auth.claim_uuid('sub') and s.revoked_at is null);
+end
 $$;
 
 comment on function api.sign_up(text, text, text, text) is 'Create an account. 409 when the email is taken.';
