@@ -75,7 +75,7 @@ export function runRequest<T>(
   return runInRequestTransaction(
     rt.lanes,
     requestSettings(rt, req),
-    { readOnly, preRequest: rt.config.dbPreRequest, acquisitionTimeoutSeconds: rt.config.dbPoolAcquisitionTimeoutSeconds },
+    { readOnly, exclusive: !readOnly, preRequest: rt.config.dbPreRequest, acquisitionTimeoutSeconds: rt.config.dbPoolAcquisitionTimeoutSeconds },
     main,
     end,
   );

@@ -28,6 +28,12 @@ export interface TransactionOptions {
   preRequest?: string;
   /** Seconds to wait for a pooled connection before PGRST003. */
   acquisitionTimeoutSeconds: number;
+  /**
+   * Hold the connection alone instead of pipelining other requests behind this one. Writes can
+   * be slow (a bcrypt hash takes a quarter of a second) and must not stall the reads queued
+   * behind them on the same connection.
+   */
+  exclusive?: boolean;
 }
 
 /**
@@ -231,7 +237,7 @@ export async function runInRequestTransaction<T>(
   main: (tx: Sql) => PendingQuery<Row[]> | Promise<T>,
   end: TransactionEnd<T>,
 ): Promise<T> {
-  const exclusive = typeof end !== "boolean";
+  const exclusive = options.exclusive === true || typeof end !== "boolean";
   const lane = await lanes.acquire(exclusive, options.acquisitionTimeoutSeconds);
   const tx = lane.conn;
   let broken = false;
