@@ -1,8 +1,14 @@
 import { existsSync, readFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 
-/** Where the shared conformance material lives (README, scope.json, cases/*.json). */
-export const CONFORMANCE_DIR = resolve(process.env.CONFORMANCE_DIR ?? join(import.meta.dir, "..", "..", "..", "..", "shared", "conformance"));
+/** The shared conformance material beside the checkout (README, scope.json, cases/*.json). */
+export const SHARED_CONFORMANCE_DIR = resolve(join(import.meta.dir, "..", "..", "..", "..", "shared", "conformance"));
+/** The committed copy, for checkouts without shared/ beside them (see snapshot/README.md). */
+export const SNAPSHOT_DIR = resolve(join(import.meta.dir, "..", "snapshot"));
+/** Where the cases are read from: CONFORMANCE_DIR, else the shared material, else the snapshot. */
+export const CONFORMANCE_DIR = resolve(
+  process.env.CONFORMANCE_DIR ?? (existsSync(join(SHARED_CONFORMANCE_DIR, "scope.json")) ? SHARED_CONFORMANCE_DIR : SNAPSHOT_DIR),
+);
 export const AREAS = ["rpc", "auth", "errors"] as const;
 export type Area = (typeof AREAS)[number];
 
