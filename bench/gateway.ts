@@ -9,6 +9,9 @@
  * Each server runs as its own process (as in production) while autocannon loads it from this
  * one; servers run one at a time so they do not share the two cores. Not a test.
  * Options: --connections N (64), --duration S (5), --warmup S (1).
+ *
+ * `gatewayGroup` is the same measurement as a `bun run bench` group (bench/run.ts), on that run's
+ * stack: its API (cache on), its cache-off API instance, and a bare engine started beside them.
  */
 import autocannon from "autocannon";
 import { randomBytes } from "node:crypto";
@@ -19,9 +22,12 @@ import { freePort } from "../api/src/stack/free-port";
 import { startEmbeddedPostgres } from "../api/src/stack/embedded-postgres";
 import { authenticatorUrl, dbmate, setAuthenticatorPassword } from "../api/src/stack/migrate";
 import { startRedisServer } from "../api/src/stack/redis-server";
+import type { BenchRow } from "./lib";
 
 const ROOT = resolve(import.meta.dir, "..");
 const { values: args } = parseArgs({
+  // Only the script's own command line (not `bun run bench`'s, when imported as a group).
+  args: import.meta.main ? process.argv.slice(2) : [],
   options: {
     connections: { type: "string", default: "64" },
     duration: { type: "string", default: "5" },
@@ -40,10 +46,16 @@ interface Measured {
   errors: number;
 }
 
-async function load(name: string, url: string, headers: Record<string, string>, expect?: (status: number) => void): Promise<Measured> {
+async function load(
+  name: string,
+  url: string,
+  headers: Record<string, string>,
+  expect?: (status: number) => void,
+  timing: { duration?: number; warmup?: number } = {},
+): Promise<Measured> {
   const run = (duration: number) => autocannon({ url, connections: CONNECTIONS, duration, headers, pipelining: 1 });
-  await run(WARMUP);
-  const result = await run(DURATION);
+  await run(timing.warmup ?? WARMUP);
+  const result = await run(timing.duration ?? DURATION);
   expect?.(result.non2xx);
   return {
     name,
@@ -85,67 +97,129 @@ async function post(base: string, fn: string, body: unknown, token?: string) {
   return json as any;
 }
 
-const pg = await startEmbeddedPostgres({ database: "autoaudit_bench" });
-const redis = await startRedisServer();
-try {
-  await dbmate(pg.url, "up");
-  const admin = postgres(pg.url, { max: 1, onnotice: () => {} });
-  // Preparation only signs in a handful of times; the benchmark measures no bcrypt.
-  await admin.unsafe("alter database autoaudit_bench set autoaudit.bcrypt_cost = 4");
-  await admin.end();
-  const password = randomBytes(18).toString("base64url");
-  await setAuthenticatorPassword(pg.url, password);
-  const appUrl = authenticatorUrl(pg.url, password);
-  const shared = {
-    DATABASE_URL: appUrl,
-    PGRST_DB_URI: appUrl,
-    PGRST_JWT_SECRET: randomBytes(36).toString("base64url"),
-    PGRST_JWT_AUD: "autoaudit",
-    PGRST_DB_SCHEMAS: "api",
-    PGRST_DB_ANON_ROLE: "anon",
-    LOG_REQUESTS: "false",
-    RATE_LIMIT_IP_MAX: "0",
-  };
+/** What the group needs from `bun run bench`'s context (a subset of bench/lib.ts BenchContext). */
+export interface GatewayBenchContext {
+  apiUrl: string;
+  /** The same API with CACHE_TTL_SECONDS=0; without it the cache comparison is left out. */
+  uncachedApiUrl?: string;
+  authenticatorUrl: string;
+  jwtSecret: string;
+  durationMs?: number;
+  warmupMs?: number;
+  log?: (line: string) => void;
+  session(): Promise<{ accessToken: string }>;
+}
 
-  const apiPort = await freePort();
-  const api = `http://127.0.0.1:${apiPort}`;
-  const apiEnv = { ...shared, REDIS_URL: redis.url, HOST: "127.0.0.1", PORT: String(apiPort) };
-  let server = await spawnServer(["bun", "api/src/server.ts"], apiEnv, `${api}/health`);
-
-  const email = `bench-${Date.now()}@example.com`;
-  await post(api, "sign_up", { email, password: "bench-password", first_name: "Bench", last_name: "User" });
-  const session = await post(api, "sign_in", { email, password: "bench-password" });
-  const auth = { Authorization: `Bearer ${session.access_token}` };
-  const tenant = await post(api, "create_tenant", { name: "Bench Ltd" }, session.access_token);
+export async function gatewayGroup(ctx: GatewayBenchContext): Promise<BenchRow[]> {
+  const timing = { duration: (ctx.durationMs ?? DURATION * 1000) / 1000, warmup: (ctx.warmupMs ?? WARMUP * 1000) / 1000 };
+  const { accessToken } = await ctx.session();
+  const auth = { Authorization: `Bearer ${accessToken}` };
+  const tenant = await post(ctx.apiUrl, "create_tenant", { name: "Bench Ltd" }, accessToken);
   const rules = Array.from({ length: 50 }, (_, i) => ({ key: `1.${i}`, title: `Rule ${i}`, severity: "medium" }));
-  await post(api, "upsert_rules", { tenant_id: tenant.id, framework: "cis-m365", rules }, session.access_token);
+  await post(ctx.apiUrl, "upsert_rules", { tenant_id: tenant.id, framework: "cis-m365", rules }, accessToken);
   const rulesPath = `/rpc/list_rules?tenant_id=${tenant.id}`;
 
-  const results: Measured[] = [];
-  results.push(await load("me via gateway", `${api}/rpc/me`, auth));
-  results.push(await load("list_rules via gateway, cached", `${api}${rulesPath}`, auth));
-  await server.stop();
+  ctx.log?.("gateway: me and list_rules through the API");
+  const viaGateway = await load("me via gateway", `${ctx.apiUrl}/rpc/me`, auth, undefined, timing);
+  const cached = await load("list_rules via gateway, cached", `${ctx.apiUrl}${rulesPath}`, auth, undefined, timing);
+  const uncached = ctx.uncachedApiUrl ? await load("list_rules via gateway, uncached", `${ctx.uncachedApiUrl}${rulesPath}`, auth, undefined, timing) : undefined;
 
-  server = await spawnServer(["bun", "api/src/server.ts"], { ...apiEnv, CACHE_TTL_SECONDS: "0" }, `${api}/health`);
-  results.push(await load("list_rules via gateway, uncached", `${api}${rulesPath}`, auth));
-  await server.stop();
-
+  ctx.log?.("gateway: me on a bare engine");
   const enginePort = await freePort();
-  const engine = `http://127.0.0.1:${enginePort}`;
-  server = await spawnServer(["bun", "api/src/engine/server.ts"], { ...shared, PGRST_SERVER_HOST: "127.0.0.1", PGRST_SERVER_PORT: String(enginePort) }, `${engine}/rpc/me`);
-  results.push(await load("me on the engine directly", `${engine}/rpc/me`, auth));
-  await server.stop();
+  const engineUrl = `http://127.0.0.1:${enginePort}`;
+  const server = await spawnServer(
+    ["bun", "api/src/engine/server.ts"],
+    {
+      PGRST_DB_URI: ctx.authenticatorUrl,
+      PGRST_JWT_SECRET: ctx.jwtSecret,
+      PGRST_DB_SCHEMAS: "api",
+      PGRST_DB_ANON_ROLE: "anon",
+      PGRST_SERVER_HOST: "127.0.0.1",
+      PGRST_SERVER_PORT: String(enginePort),
+    },
+    `${engineUrl}/rpc/me`,
+  );
+  let engine: Measured;
+  try {
+    engine = await load("me on the engine directly", `${engineUrl}/rpc/me`, auth, undefined, timing);
+  } finally {
+    await server.stop();
+  }
 
-  const by = (name: string) => results.find((r) => r.name === name)!;
-  console.log(`\ngateway benchmark — ${CONNECTIONS} connections, ${DURATION} s per run (${new Date().toISOString()})\n`);
-  console.log("| scenario | req/s | p50 ms | p99 ms | errors |");
-  console.log("|---|---:|---:|---:|---:|");
-  for (const r of results) console.log(`| ${r.name} | ${r.rps.toFixed(0)} | ${r.p50} | ${r.p99} | ${r.errors} |`);
-  const overhead = 1 - by("me via gateway").rps / by("me on the engine directly").rps;
-  const speedup = by("list_rules via gateway, cached").rps / by("list_rules via gateway, uncached").rps;
-  console.log(`\ngateway overhead on me: ${(overhead * 100).toFixed(1)} % of engine throughput (target < 15 %)`);
-  console.log(`cache speed-up on list_rules: ${speedup.toFixed(2)}× (target ≥ 5×)`);
-} finally {
-  await redis.stop();
-  await pg.stop();
+  const row = (r: Measured, ratio?: number, note?: string): BenchRow => ({
+    group: "gateway", name: r.name, concurrency: CONNECTIONS, requests: Math.round(r.rps * timing.duration), errors: r.errors,
+    reqPerSec: r.rps, p50: r.p50, p99: r.p99, ratio, note,
+  });
+  return [
+    row(engine),
+    row(viaGateway, viaGateway.rps / engine.rps, "÷ engine directly, target ≥ 0.85 (overhead < 15 %)"),
+    ...(uncached ? [row(uncached), row(cached, cached.rps / uncached.rps, "÷ uncached, target ≥ 5")] : [row(cached)]),
+  ];
+}
+
+if (import.meta.main) {
+  const pg = await startEmbeddedPostgres({ database: "autoaudit_bench" });
+  const redis = await startRedisServer();
+  try {
+    await dbmate(pg.url, "up");
+    const admin = postgres(pg.url, { max: 1, onnotice: () => {} });
+    // Preparation only signs in a handful of times; the benchmark measures no bcrypt.
+    await admin.unsafe("alter database autoaudit_bench set autoaudit.bcrypt_cost = 4");
+    await admin.end();
+    const password = randomBytes(18).toString("base64url");
+    await setAuthenticatorPassword(pg.url, password);
+    const appUrl = authenticatorUrl(pg.url, password);
+    const shared = {
+      DATABASE_URL: appUrl,
+      PGRST_DB_URI: appUrl,
+      PGRST_JWT_SECRET: randomBytes(36).toString("base64url"),
+      PGRST_JWT_AUD: "autoaudit",
+      PGRST_DB_SCHEMAS: "api",
+      PGRST_DB_ANON_ROLE: "anon",
+      LOG_REQUESTS: "false",
+      RATE_LIMIT_IP_MAX: "0",
+    };
+
+    const apiPort = await freePort();
+    const api = `http://127.0.0.1:${apiPort}`;
+    const apiEnv = { ...shared, REDIS_URL: redis.url, HOST: "127.0.0.1", PORT: String(apiPort) };
+    let server = await spawnServer(["bun", "api/src/server.ts"], apiEnv, `${api}/health`);
+
+    const email = `bench-${Date.now()}@example.com`;
+    await post(api, "sign_up", { email, password: "bench-password", first_name: "Bench", last_name: "User" });
+    const session = await post(api, "sign_in", { email, password: "bench-password" });
+    const auth = { Authorization: `Bearer ${session.access_token}` };
+    const tenant = await post(api, "create_tenant", { name: "Bench Ltd" }, session.access_token);
+    const rules = Array.from({ length: 50 }, (_, i) => ({ key: `1.${i}`, title: `Rule ${i}`, severity: "medium" }));
+    await post(api, "upsert_rules", { tenant_id: tenant.id, framework: "cis-m365", rules }, session.access_token);
+    const rulesPath = `/rpc/list_rules?tenant_id=${tenant.id}`;
+
+    const results: Measured[] = [];
+    results.push(await load("me via gateway", `${api}/rpc/me`, auth));
+    results.push(await load("list_rules via gateway, cached", `${api}${rulesPath}`, auth));
+    await server.stop();
+
+    server = await spawnServer(["bun", "api/src/server.ts"], { ...apiEnv, CACHE_TTL_SECONDS: "0" }, `${api}/health`);
+    results.push(await load("list_rules via gateway, uncached", `${api}${rulesPath}`, auth));
+    await server.stop();
+
+    const enginePort = await freePort();
+    const engine = `http://127.0.0.1:${enginePort}`;
+    server = await spawnServer(["bun", "api/src/engine/server.ts"], { ...shared, PGRST_SERVER_HOST: "127.0.0.1", PGRST_SERVER_PORT: String(enginePort) }, `${engine}/rpc/me`);
+    results.push(await load("me on the engine directly", `${engine}/rpc/me`, auth));
+    await server.stop();
+
+    const by = (name: string) => results.find((r) => r.name === name)!;
+    console.log(`\ngateway benchmark — ${CONNECTIONS} connections, ${DURATION} s per run (${new Date().toISOString()})\n`);
+    console.log("| scenario | req/s | p50 ms | p99 ms | errors |");
+    console.log("|---|---:|---:|---:|---:|");
+    for (const r of results) console.log(`| ${r.name} | ${r.rps.toFixed(0)} | ${r.p50} | ${r.p99} | ${r.errors} |`);
+    const overhead = 1 - by("me via gateway").rps / by("me on the engine directly").rps;
+    const speedup = by("list_rules via gateway, cached").rps / by("list_rules via gateway, uncached").rps;
+    console.log(`\ngateway overhead on me: ${(overhead * 100).toFixed(1)} % of engine throughput (target < 15 %)`);
+    console.log(`cache speed-up on list_rules: ${speedup.toFixed(2)}× (target ≥ 5×)`);
+  } finally {
+    await redis.stop();
+    await pg.stop();
+  }
 }

@@ -29,8 +29,8 @@ interface GroupEntry {
 const GROUPS: GroupEntry[] = [
   { name: "sign_in", load: async () => (await import("./load/sign-in-group")).signInGroup },
   { name: "relation", load: async () => (await import("./engine-relation")).relationReadGroup },
-  { name: "engine", script: "bench/engine-rpc.ts" },
-  { name: "gateway", script: "bench/gateway.ts" },
+  { name: "engine", load: async () => (await import("./engine-rpc")).engineRpcGroup },
+  { name: "gateway", load: async () => (await import("./gateway")).gatewayGroup },
 ];
 
 const say = (line: string) => console.error(`[bench] ${line}`);
