@@ -12,7 +12,7 @@ import { noSchemaCache, type EngineRuntime } from "./context";
 import { ApiError } from "./errors";
 import { JwtAuthenticator } from "./jwt";
 import { fromDatabaseError, internalError, isConnectionError, renderError } from "./pg-errors";
-import { route, type RelationHandler } from "./router";
+import { route } from "./router";
 import { loadSchemaCache, type SchemaCache } from "./schema-cache";
 import { ConnectionLanes } from "./transaction";
 
@@ -40,19 +40,6 @@ export interface EngineOptions {
 const JSON_AS_TEXT = {
   jsonText: { to: 114, from: [114, 3802], serialize: (x: unknown) => x as string, parse: (x: string) => x },
 };
-
-async function loadRelationHandler(): Promise<RelationHandler | undefined> {
-  // relation.ts belongs to the relation-reads work and may not exist yet; import it by a
-  // computed specifier so the engine builds and runs either way.
-  const specifier = ["./relation", "ts"].join(".");
-  try {
-    const mod = (await import(specifier)) as { handleRelation?: RelationHandler };
-    return typeof mod.handleRelation === "function" ? mod.handleRelation : undefined;
-  } catch (e) {
-    if (e instanceof Error && /Cannot find module|not found/i.test(e.message)) return undefined;
-    throw e;
-  }
-}
 
 /**
  * The pool the engine needs: json/jsonb pass through as text (bodies stay byte-exact and JSON
@@ -100,7 +87,6 @@ export async function createEngine(config: EngineConfig, opts: EngineOptions = {
     return created;
   };
   lanes = makeLanes(sql);
-  const relationHandler = await loadRelationHandler();
 
   let cache: SchemaCache | undefined;
   let loading: Promise<void> | undefined;
@@ -189,7 +175,7 @@ export async function createEngine(config: EngineConfig, opts: EngineOptions = {
           await reload().catch(() => {});
           if (cache && !listening) listen().catch(() => {});
         }
-        return await route(rt, auth, relationHandler, request);
+        return await route(rt, auth, request);
       } catch (e) {
         let err: ApiError;
         if (e instanceof ApiError) err = e;

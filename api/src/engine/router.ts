@@ -8,12 +8,9 @@ import { ApiError } from "./errors";
 import type { EngineRequest, EngineRuntime } from "./context";
 import type { JwtAuthenticator } from "./jwt";
 import { fromDatabaseError } from "./pg-errors";
-import { notImplemented } from "./query";
 import { parsePrefer, requestSchema } from "./request";
+import { handleRelation } from "./relation";
 import { handleRpc } from "./rpc";
-
-/** What relation.ts exports for `/<table or view>` requests (it answers unknown names itself). */
-export type RelationHandler = (rt: EngineRuntime, req: EngineRequest, name: string) => Promise<Response>;
 
 function decodeSegment(segment: string): string {
   try {
@@ -26,13 +23,12 @@ function decodeSegment(segment: string): string {
 export async function route(
   rt: EngineRuntime,
   auth: JwtAuthenticator,
-  relationHandler: RelationHandler | undefined,
   request: Request,
 ): Promise<Response> {
   const url = new URL(request.url);
   const method = request.method.toUpperCase();
   const authResult = await auth.authenticate(request.headers.get("authorization"));
-  const cache = rt.schemaCache();
+  rt.schemaCache(); // refuses the request while there is no schema cache
   const segments = url.pathname.split("/").slice(1);
   if (segments.length > 0 && segments[segments.length - 1] === "") segments.pop();
   const schema = requestSchema(request.headers, method, rt.config.dbSchemas);
@@ -51,20 +47,7 @@ export async function route(
       return await handleRpc(rt, req, decodeSegment(segments[1]!));
     }
     if (segments.length === 1) {
-      const name = decodeSegment(segments[0]!);
-      if (relationHandler) return await relationHandler(rt, req, name);
-      const relation = cache.relation(schema, name);
-      if (!relation) {
-        const similar = cache.similarRelationName(schema, name);
-        throw new ApiError(
-          404,
-          "PGRST205",
-          `Could not find the table '${schema}.${name}' in the schema cache`,
-          null,
-          similar === undefined ? null : `Perhaps you meant the table '${schema}.${similar}'`,
-        );
-      }
-      throw notImplemented("Reading tables and views");
+      return await handleRelation(rt, req, decodeSegment(segments[0]!));
     }
     if (segments.length === 0) {
       throw new ApiError(404, "PGRST126", "Root endpoint metadata is disabled");
