@@ -262,11 +262,26 @@ export async function fire(spec: ShotSpec, hooks: FireHooks = {}): Promise<ShotR
   if (!measuring) windowStart = windowEnd;
 
   const seconds = Math.max(0.001, (windowEnd - windowStart) / 1000);
-  const sortedAll = all.sorted();
-  const sortedOk = ok.sorted();
   return {
     name: spec.name,
     connections: spec.connections,
+    ...latencySummary(all, ok, seconds),
+    status,
+    timeouts,
+    socketErrors,
+    errorSample,
+    overload,
+    sampleHeaders,
+    harvested,
+    rotation: rotation ? { ...rotationStats, poolLeft: pool.length } : undefined,
+  };
+}
+
+/** Throughput and latency percentiles of one measured window (all answers, and the 2xx ones). */
+function latencySummary(all: Latencies, ok: Latencies, seconds: number) {
+  const sortedAll = all.sorted();
+  const sortedOk = ok.sorted();
+  return {
     seconds,
     responses: all.length,
     reqPerSec: all.length / seconds,
@@ -276,14 +291,6 @@ export async function fire(spec: ShotSpec, hooks: FireHooks = {}): Promise<ShotR
     max: sortedAll.length ? sortedAll[sortedAll.length - 1]! : NaN,
     okP50: percentile(sortedOk, 0.5),
     okP99: percentile(sortedOk, 0.99),
-    status,
-    timeouts,
-    socketErrors,
-    errorSample,
-    overload,
-    sampleHeaders,
-    harvested,
-    rotation: rotation ? { ...rotationStats, poolLeft: pool.length } : undefined,
   };
 }
 
@@ -350,21 +357,10 @@ export async function firePolite(spec: ShotSpec, hooks: FireHooks = {}): Promise
   await Promise.all(Array.from({ length: spec.connections }, worker));
   clearTimeout(startHook);
   hooks.onMeasureEnd?.();
-  const seconds = spec.durationSec;
-  const sortedAll = all.sorted();
-  const sortedOk = ok.sorted();
   return {
     name: spec.name,
     connections: spec.connections,
-    seconds,
-    responses: all.length,
-    reqPerSec: all.length / seconds,
-    okPerSec: ok.length / seconds,
-    p50: percentile(sortedAll, 0.5),
-    p99: percentile(sortedAll, 0.99),
-    max: sortedAll.length ? sortedAll[sortedAll.length - 1]! : NaN,
-    okP50: percentile(sortedOk, 0.5),
-    okP99: percentile(sortedOk, 0.99),
+    ...latencySummary(all, ok, spec.durationSec),
     status,
     timeouts: 0,
     socketErrors,
