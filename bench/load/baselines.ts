@@ -5,7 +5,8 @@
  * call, COMMIT, pipelined on one connection). What the API adds on top is HTTP, the gateway,
  * postgrest-js and the engine's request handling.
  */
-import postgres, { type Sql } from "postgres";
+import type { Sql } from "postgres";
+import { connectPostgres } from "../../api/src/db/connection";
 import { measure, type Measurement } from "../lib";
 
 export interface DirectOptions {
@@ -36,7 +37,7 @@ async function inRequestTransaction(sql: Sql, role: string, claims: Record<strin
 
 /** The engine's pool: same size (PGRST_DB_POOL, default 10), same login, prepared statements. */
 export function directPool(url: string, size = Number(process.env.PGRST_DB_POOL ?? 10)): Sql {
-  return postgres(url, { max: size, prepare: true, onnotice: () => {}, connection: { application_name: "autoaudit-load-direct" } });
+  return connectPostgres(url, { max: size, prepare: true, onnotice: () => {}, connection: { application_name: "autoaudit-load-direct" } });
 }
 
 /** crypt() at the stored hash's cost in a bare loop: the bcrypt limit of this machine. */

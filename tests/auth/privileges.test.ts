@@ -1,5 +1,5 @@
 import { afterAll, describe, expect, test } from "bun:test";
-import postgres from "postgres";
+import { connectPostgres } from "../../api/src/db/connection";
 import { adminSql, callAs } from "./support";
 import { testStack } from "../support/stack";
 
@@ -43,7 +43,7 @@ describe("privileges", () => {
   });
 
   test("the authenticator logs in, cannot read auth tables, and can become anon and authenticated", async () => {
-    const auth = postgres(testStack().authenticatorUrl, { max: 1, onnotice: () => {} });
+    const auth = connectPostgres(testStack().authenticatorUrl, { max: 1, onnotice: () => {} });
     try {
       const [me] = await auth`select current_user as u, (select rolinherit from pg_roles where rolname = current_user) as inherit, (select rolsuper from pg_roles where rolname = current_user) as super`;
       expect(me).toEqual({ u: "authenticator", inherit: false, super: false });

@@ -203,6 +203,7 @@ test("a database that goes away mid-run is 503 (PGRST000) until it is back, then
   const url = new URL(testStack().authenticatorUrl);
   url.hostname = "127.0.0.1";
   url.port = String(proxy.port);
+  url.searchParams.delete("host"); // through the proxy's TCP port, not the server's Unix socket
   const lines: string[] = [];
   const flaky = await createEngine(
     defaultEngineConfig({ dbSchemas: ["engine_auth"], dbAnonRole: "anon", dbPoolSize: 2, dbPoolAcquisitionTimeoutSeconds: 1 }),

@@ -1,5 +1,6 @@
 import { randomBytes } from "node:crypto";
 import { startEmbeddedPostgres, type RunningPostgres } from "../../api/src/stack/embedded-postgres";
+import { withSocketDir } from "../../api/src/db/connection";
 import { authenticatorUrl, dbmate, setAuthenticatorPassword } from "../../api/src/stack/migrate";
 import { startRedisServer, type RunningRedis } from "../../api/src/stack/redis-server";
 import postgres from "postgres";
@@ -57,7 +58,8 @@ export async function startTestStack(): Promise<TestStack> {
   const externalRedis = process.env.REDIS_URL;
   const redis = externalRedis ? undefined : await startRedisServer();
 
-  const appUrl = authenticatorUrl(databaseUrl, password);
+  // Like `bun run dev`: the embedded server is reached through its Unix socket.
+  const appUrl = pg ? withSocketDir(authenticatorUrl(databaseUrl, password), pg.dataDir) : authenticatorUrl(databaseUrl, password);
   const redisUrl = externalRedis ?? redis!.url;
   const api = await startTestApi(appUrl, redisUrl);
 

@@ -3,7 +3,7 @@
 // Idempotent: a second run changes nothing.
 import { randomBytes } from "node:crypto";
 import { resolve } from "node:path";
-import postgres from "postgres";
+import { connectPostgres } from "../db/connection";
 import { startEmbeddedPostgres } from "../stack/embedded-postgres";
 import { dbmate } from "../stack/migrate";
 
@@ -23,7 +23,7 @@ export interface SeedResult {
 
 /** Creates the demo user if missing, then applies db/seed.sql in one transaction. */
 export async function seed(databaseUrl: string, demoPassword = process.env.SEED_DEMO_PASSWORD): Promise<SeedResult> {
-  const sql = postgres(databaseUrl, { max: 1, onnotice: () => {} });
+  const sql = connectPostgres(databaseUrl, { max: 1, onnotice: () => {} });
   try {
     const [schema] = await sql`select to_regnamespace('compliance') is not null as ready`;
     if (!schema?.ready) throw new Error("the database is not migrated (no compliance schema): run `bun run migrate` first");

@@ -16,7 +16,7 @@
 //                            empty to stay the URL's role
 import { resolve } from "node:path";
 import Redis from "ioredis";
-import postgres from "postgres";
+import { connectPostgres } from "../db/connection";
 import { connectRedis } from "../gateway/redis";
 import { RedisResponseCache } from "../gateway/cache";
 import { OutboxRelay } from "../queue/relay";
@@ -73,7 +73,7 @@ async function main() {
   const jobTimeoutMs = intEnv("SCAN_JOB_TIMEOUT_MS", 15 * 60_000, 1000, 24 * 3_600_000);
   const dbRole = process.env.SCAN_WORKER_DB_ROLE?.trim() ?? "scan_worker";
   // `role` as a startup parameter: every connection (the LISTEN one too) starts as that role.
-  const sql = postgres(databaseUrl, { max: 4, onnotice: () => {}, connection: dbRole ? { role: dbRole } : {} });
+  const sql = connectPostgres(databaseUrl, { max: 4, onnotice: () => {}, connection: dbRole ? { role: dbRole } : {} });
   const redisLink = connectRedis(redisUrl);
   const cache = new RedisResponseCache(redisLink);
   const relayRedis = new Redis(redisUrl, {

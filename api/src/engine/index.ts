@@ -5,7 +5,8 @@
  *   const engine = await createEngine(engineConfigFromEnv(process.env));
  *   const res = await engine.fetch(new Request("http://engine/rpc/sign_in", { method: "POST", body }));
  */
-import postgres, { type Sql } from "postgres";
+import type { Sql } from "postgres";
+import { connectPostgres } from "../db/connection";
 import type { EngineConfig } from "./config";
 import { validateEngineConfig } from "./config";
 import { noSchemaCache, type EngineRuntime } from "./context";
@@ -47,7 +48,7 @@ const JSON_AS_TEXT = {
  * plus one for schema cache introspection.
  */
 export function createEnginePool(url: string, config: EngineConfig): Sql {
-  return postgres(url, {
+  return connectPostgres(url, {
     max: config.dbPoolSize + 1,
     onnotice: () => {},
     prepare: true,

@@ -1,5 +1,5 @@
 import { Elysia } from "elysia";
-import postgres from "postgres";
+import { connectPostgres } from "../db/connection";
 import type { ApiConfig } from "../config";
 import { Admission } from "./admission";
 import { MemoryResponseCache, RedisResponseCache, type ResponseCache } from "./cache";
@@ -51,7 +51,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   const log = (event: Record<string, unknown>) => sink(JSON.stringify({ time: new Date().toISOString(), ...event }));
 
   // Two connections suffice: the catalogue (plus its LISTEN) and health probes.
-  const sql = postgres(config.databaseUrl, {
+  const sql = connectPostgres(config.databaseUrl, {
     max: 2,
     idle_timeout: 60,
     connect_timeout: 2,

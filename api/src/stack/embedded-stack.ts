@@ -4,6 +4,7 @@ import { join, resolve } from "node:path";
 import { loadConfig } from "../config";
 import { startApi, survivePostgresClientRaces, type RunningApi } from "../server";
 import { startEmbeddedPostgres, type RunningPostgres } from "./embedded-postgres";
+import { withSocketDir } from "../db/connection";
 import { authenticatorUrl, dbmate, setAuthenticatorPassword } from "./migrate";
 import { redisServerAvailable, startRedisServer, type RunningRedis } from "./redis-server";
 
@@ -67,7 +68,8 @@ export async function startEmbeddedStack(options: EmbeddedStackOptions = {}): Pr
     await dbmate(postgres.url, "up");
     const password = env.AUTHENTICATOR_PASSWORD?.trim() || randomBytes(24).toString("base64url");
     await setAuthenticatorPassword(postgres.url, password);
-    const appUrl = authenticatorUrl(postgres.url, password);
+    // The API and engine sit next to the server: its Unix socket spares both sides the TCP stack.
+    const appUrl = withSocketDir(authenticatorUrl(postgres.url, password), postgres.dataDir);
     log("migrations applied");
 
     let redis: RunningRedis | undefined;
