@@ -47,6 +47,12 @@ export interface ApiConfig {
     /** How many more may wait for a slot, and for how long, before 503. */
     signInQueue: number;
     signInQueueTimeoutMs: number;
+    /**
+     * Scheduling priority (nice, 0-19) of the PostgreSQL backends that hash, when the engine is
+     * embedded and PostgreSQL runs on this machine (reached over its Unix socket); 0 leaves them
+     * at normal priority. Everything else then gets the cores first while hashes run.
+     */
+    signInBackendNice: number;
   };
   /** PostgREST's PGRST_DB_ANON_ROLE: functions it may execute are documented as public. */
   anonRole: string;
@@ -163,6 +169,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       signInConcurrency: int("SIGN_IN_CONCURRENCY", cores, 1, 1024),
       signInQueue: int("SIGN_IN_QUEUE", cores, 0, 10_000),
       signInQueueTimeoutMs: int("SIGN_IN_QUEUE_TIMEOUT_MS", 1000, 0, 60_000),
+      signInBackendNice: int("SIGN_IN_BACKEND_NICE", 19, 0, 19),
     },
     anonRole: read("PGRST_DB_ANON_ROLE") ?? "anon",
     corsOrigins: (read("CORS_ORIGINS") ?? "*").split(",").map((s) => s.trim()).filter(Boolean),

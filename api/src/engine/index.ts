@@ -35,6 +35,10 @@ export interface EngineOptions {
    * engine then leaves it open on close().
    */
   sql?: Sql;
+  /** `application_name` of the engine's connections (default "autoaudit-engine"). */
+  applicationName?: string;
+  /** Called with the server process id of each new request connection before it carries requests. */
+  onBackend?: (pid: number) => void;
 }
 
 /** Bodies are built by PostgreSQL; json values pass through as text, in and out, never re-encoded. */
@@ -47,13 +51,13 @@ const JSON_AS_TEXT = {
  * arguments are not re-encoded), prepared statements, PGRST_DB_POOL connections for requests
  * plus one for schema cache introspection.
  */
-export function createEnginePool(url: string, config: EngineConfig): Sql {
+export function createEnginePool(url: string, config: EngineConfig, applicationName = "autoaudit-engine"): Sql {
   return connectPostgres(url, {
     max: config.dbPoolSize + 1,
     onnotice: () => {},
     prepare: true,
     connect_timeout: Math.max(1, config.dbPoolAcquisitionTimeoutSeconds),
-    connection: { application_name: "autoaudit-engine" },
+    connection: { application_name: applicationName },
     types: JSON_AS_TEXT as never,
   });
 }
@@ -64,7 +68,7 @@ export async function createEngine(config: EngineConfig, opts: EngineOptions = {
   if (!url && !opts.sql) throw new Error("the engine needs a database URL (PGRST_DB_URI or DATABASE_URL)");
   const log = opts.log ?? ((line: string) => console.error(line));
   const ownsPool = !opts.sql;
-  let sql: Sql = opts.sql ?? createEnginePool(url!, config);
+  let sql: Sql = opts.sql ?? createEnginePool(url!, config, opts.applicationName);
   const auth = new JwtAuthenticator(config);
   // PGRST_DB_POOL connections carry request transactions; the pool's extra one stays free for
   // the schema cache. A lost connection replaces the whole pool: postgres.js can wedge a
@@ -76,7 +80,7 @@ export async function createEngine(config: EngineConfig, opts: EngineOptions = {
       log("engine: lost the database connection; starting a new pool");
       const old = sql;
       created.close();
-      sql = createEnginePool(url!, config);
+      sql = createEnginePool(url!, config, opts.applicationName);
       lanes = makeLanes(sql);
       listening = false;
       const oldUnlisten = unlisten;
@@ -84,7 +88,7 @@ export async function createEngine(config: EngineConfig, opts: EngineOptions = {
       void oldUnlisten?.().catch(() => {});
       old.end({ timeout: 0 }).catch(() => {});
       reload().then(listen).catch(() => {});
-    });
+    }, opts.onBackend);
     return created;
   };
   lanes = makeLanes(sql);

@@ -88,6 +88,8 @@ export class ConnectionLanes {
      * connections wedged, so the owner replaces the whole pool rather than reuse them.
      */
     private readonly onConnectionLost: () => void = () => {},
+    /** Told each new connection's server process id before the connection carries requests. */
+    private readonly onBackend: (pid: number) => void = () => {},
     /** Requests queued on one connection before another is preferred or callers wait. */
     private readonly depth = 8,
   ) {}
@@ -140,9 +142,10 @@ export class ConnectionLanes {
 
   /**
    * Reserves one more connection in the background; waiters get it (or the error) when it is
-   * ready. A new connection answers a `select 1` before it carries requests: postgres.js hands
-   * out connections to a server that accepts and drops them (a proxy in front of a stopped
-   * database) and retries them forever, and no request should be queued on one of those.
+   * ready. A new connection answers a probe (its backend's pid, for onBackend) before it carries
+   * requests: postgres.js hands out connections to a server that accepts and drops them (a proxy
+   * in front of a stopped database) and retries them forever, and no request should be queued
+   * on one of those.
    */
   private grow(): void {
     this.reserving++;
@@ -160,8 +163,8 @@ export class ConnectionLanes {
       this.onConnectionLost();
     }, this.probeTimeoutMs);
     (this.sql.reserve() as Promise<ReservedSql>).then((conn) => {
-      conn`select 1`.then(
-        () => {
+      conn`select pg_backend_pid() as pid`.then(
+        ([row]) => {
           if (settled) return; // given up on: it belongs to a pool being replaced
           settled = true;
           clearTimeout(timer);
@@ -169,6 +172,11 @@ export class ConnectionLanes {
           if (this.closed) {
             conn.release();
             return;
+          }
+          try {
+            this.onBackend(Number(row?.pid));
+          } catch {
+            // A hook that fails (e.g. not allowed to renice) leaves the connection as it is.
           }
           this.lanes.push({ conn, inflight: 0, exclusive: false, broken: false });
           this.wake();

@@ -21,6 +21,8 @@ export interface RpcDeps {
   jwt: JwtService;
   sessions: SessionGuard;
   upstream: Upstream;
+  /** Where admitted bcrypt calls go when they have a lane of their own (see selectUpstream). */
+  hashingUpstream?: Upstream;
   cache: ResponseCache;
   limiter: RateLimiter;
   admission: Admission;
@@ -61,7 +63,8 @@ export class RpcHandler {
     const release = auth && BCRYPT_FUNCTIONS.has(fn) ? await this.admitSignIn(fn, args, notes) : undefined;
     let response: UpstreamResponse;
     try {
-      response = await this.deps.upstream.send({ method, target: { rpc: fn }, args, schema, headers: request.headers });
+      const upstream = release ? (this.deps.hashingUpstream ?? this.deps.upstream) : this.deps.upstream;
+      response = await upstream.send({ method, target: { rpc: fn }, args, schema, headers: request.headers });
     } finally {
       release?.();
     }
