@@ -60,6 +60,11 @@ export interface ApiConfig {
   /** Take the client IP from X-Forwarded-For (only behind a proxy you control). */
   trustProxy: boolean;
   logRequests: boolean;
+  /**
+   * With the embedded engine and PostgreSQL on this machine: run the engine's backends under
+   * SCHED_BATCH, so handing them a statement does not preempt the API that sent it.
+   */
+  backendBatchScheduling: boolean;
   /** Upstream calls that take longer are answered with 504 instead of hanging. */
   upstreamTimeoutMs: number;
   /** Larger request bodies are refused with 413 before they are read into memory. */
@@ -175,6 +180,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     corsOrigins: (read("CORS_ORIGINS") ?? "*").split(",").map((s) => s.trim()).filter(Boolean),
     trustProxy: bool("TRUST_PROXY", false),
     logRequests: bool("LOG_REQUESTS", true),
+    backendBatchScheduling: bool("DB_BACKEND_BATCH", true),
     upstreamTimeoutMs: int("UPSTREAM_TIMEOUT_MS", 10_000, 100, 600_000),
     maxBodyBytes: int("MAX_BODY_BYTES", 1_048_576, 1024, 1_073_741_824),
   };

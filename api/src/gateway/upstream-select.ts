@@ -1,6 +1,5 @@
-import { writeFileSync } from "node:fs";
-import { setPriority } from "node:os";
 import type { ApiConfig } from "../config";
+import { batchScheduling, lowerPriority } from "../db/backend-priority";
 import { pgTarget } from "../db/connection";
 import { createEngine } from "../engine";
 import { engineConfigFromEnv } from "../engine/config";
@@ -34,7 +33,7 @@ const ENGINE_URL = "http://engine.internal";
  * slot whose backends are reniced (SIGN_IN_BACKEND_NICE): a bcrypt hash keeps a core busy for
  * a quarter of a second, and at equal priority two of them make every other request wait for
  * a core. At lower priority they still get every idle cycle, so sign-in throughput is unchanged
- * when nothing else runs.
+ * when nothing else runs. The engines' backends also run under SCHED_BATCH (DB_BACKEND_BATCH).
  */
 export async function selectUpstream(config: ApiConfig, env: Record<string, string | undefined> = process.env): Promise<SelectedUpstream> {
   if (config.postgrestUrl) {
@@ -50,14 +49,23 @@ export async function selectUpstream(config: ApiConfig, env: Record<string, stri
   };
   const databaseUrl = env.PGRST_DB_URI?.trim() || config.databaseUrl;
   const engineConfig = engineConfigFromEnv(engineEnv);
-  const engine = await createEngine(engineConfig, { databaseUrl });
-  const nice = config.admission.signInBackendNice;
+  // Scheduling of the backends only where they run on this machine (a Unix socket URL).
   const local = pgTarget(engineConfig.dbUri ?? databaseUrl).socketPath !== undefined;
+  const batch = local && config.backendBatchScheduling;
+  const engine = await createEngine(engineConfig, { databaseUrl, onBackend: batch ? batchScheduling : undefined });
+  const nice = config.admission.signInBackendNice;
   if (nice === 0 || !local) return { url: ENGINE_URL, fetch: engineFetch(engine), kind: "engine", close: () => engine.close() };
 
   const hashing = await createEngine(
     { ...engineConfig, dbPoolSize: config.admission.signInConcurrency },
-    { databaseUrl, applicationName: "autoaudit-engine-hashing", onBackend: (pid) => lowerPriority(pid, nice) },
+    {
+      databaseUrl,
+      applicationName: "autoaudit-engine-hashing",
+      onBackend: (pid) => {
+        lowerPriority(pid, nice);
+        if (batch) batchScheduling(pid);
+      },
+    },
   );
   return {
     url: ENGINE_URL,
@@ -68,20 +76,4 @@ export async function selectUpstream(config: ApiConfig, env: Record<string, stri
       await Promise.all([engine.close(), hashing.close()]);
     },
   };
-}
-
-/**
- * Lowers a PostgreSQL backend's CPU priority. PostgreSQL starts every backend in a session of
- * its own, and with the kernel's autogroup scheduling (the default on most distributions) each
- * session is weighed as one group: a process's own nice value then only ranks it within its
- * session, so the session's nice value (`/proc/<pid>/autogroup`) is the one that counts. Both
- * are set; raising a nice value needs no privilege for a process the caller owns (or as root).
- */
-export function lowerPriority(pid: number, nice: number): void {
-  setPriority(pid, nice);
-  try {
-    writeFileSync(`/proc/${pid}/autogroup`, String(nice));
-  } catch {
-    // No autogroup scheduling on this kernel (or not Linux): the process's nice value is enough.
-  }
 }
