@@ -25,6 +25,7 @@ import postgres from "postgres";
 import type { Measurement } from "./lib";
 import { bcryptLimit, directPool, issueTokenDirect, meDirect, sqlSessions, storedHash, validateDirect, type DirectOptions } from "./load/baselines";
 import { errorCount, fire, fireInChild, firePolite, type ShotRequest, type ShotResult, type ShotSpec } from "./load/cannon";
+import { fireWrk, wrkAvailable, wrkCanRun } from "./load/wrk";
 import { cpuSnapshot, cpuUse, waitForQuiet, type CpuSnapshot, type CpuUse } from "./load/cpu";
 import { signIn, signUpUsers, tenantWithRules, type Session } from "./load/prepare";
 import {
@@ -159,7 +160,13 @@ try {
     const other = await waitForQuiet(info.apiPid, CORES, WAIT_QUIET_MS);
     if (other >= 0.3) say(`  (other work still uses ${other.toFixed(2)} cores; going ahead)`);
   };
-  const run = async (spec: ShotSpec, generator: typeof fire = fire, waitQuiet = true) => {
+  // wrk for the scenarios that replay fixed requests (LOAD_GENERATOR=autocannon to compare).
+  const useWrk = process.env.LOAD_GENERATOR !== "autocannon" && wrkAvailable();
+  if (!useWrk) say(process.env.LOAD_GENERATOR === "autocannon" ? "load generator: autocannon (LOAD_GENERATOR)" : "wrk is not installed (apt-get install -y wrk): every scenario runs with autocannon");
+  const generatorFor = (spec: ShotSpec): typeof fire => (useWrk && wrkCanRun(spec) ? fireWrk : fire);
+  const generatorNames = new Map<ShotResult, string>();
+  const run = async (spec: ShotSpec, chosen?: typeof fire, waitQuiet = true) => {
+    const generator = chosen ?? generatorFor(spec);
     if (waitQuiet) await quiet();
     say(`${spec.name} @ ${spec.connections} connections: ${spec.warmupSec} s warm-up + ${spec.durationSec} s…`);
     let before: CpuSnapshot | undefined;
@@ -171,6 +178,7 @@ try {
     const use = cpuUse(before, after, r.responses, CORES);
     if (use) cpu.set(r, use);
     results.push(r);
+    generatorNames.set(r, generator === fireWrk ? "wrk" : "autocannon");
     say(`  ${rate(r.reqPerSec)} req/s, p50 ${ms(r.p50)} ms, p99 ${ms(r.p99)} ms, errors ${errorCount(r)}`);
     return r;
   };
@@ -240,7 +248,7 @@ try {
     await quiet();
     const flooding = fireInChild(floodSpec, (pid) => loadgenPids.push(pid));
     await Bun.sleep(1000);
-    const meFlood = await run(shot(`${meGetLabel.replace(/ \(.*/, "")} during the sign-in flood`, 64, meGet), fire, false);
+    const meFlood = await run(shot(`${meGetLabel.replace(/ \(.*/, "")} during the sign-in flood`, 64, meGet), undefined, false);
     const flood = await flooding;
     loadgenPids.length = 1;
     results.push(flood);
@@ -283,9 +291,9 @@ try {
     const settings = Object.entries(info.settings).map(([k, v]) => `${k}=${v}`).join(" ");
     console.log(`\n## Load report (${QUICK ? "quick smoke run" : "bun run load"}): ${DURATION} s per scenario after ${WARMUP} s warm-up\n`);
     console.log(`Machine: ${machine}`);
-    console.log(`Stack: ${stackProcess ? "embedded (PostgreSQL 17, redis-server, API + embedded engine in one Bun process)" : api}; load generator: autocannon 8 under Bun, keep-alive, 1 request in flight per connection${settings ? `; API settings: ${settings}` : ""}`);
+    console.log(`Stack: ${stackProcess ? "embedded (PostgreSQL 17, redis-server, API + embedded engine in one Bun process)" : api}; load generators: ${useWrk ? "wrk (fixed requests) and autocannon 8 under Bun (token chains, Retry-After, the sign-in flood)" : "autocannon 8 under Bun"}, keep-alive, 1 request in flight per connection${settings ? `; API settings: ${settings}` : ""}`);
     console.log(`Rate limits off for the run (RATE_LIMIT_IP_MAX=0, RATE_LIMIT_EMAIL_MAX=0) so the numbers are throughput, not the limiter; bcrypt cost 12; ${sessions.length} sessions of ${emails.length} accounts spread over the connections.\n`);
-    console.log(markdownTable(SCENARIO_HEADER, scenarioRows(results), [1, 2, 3, 4, 5]));
+    console.log(markdownTable(SCENARIO_HEADER, scenarioRows(results, (r) => generatorNames.get(r) ?? "autocannon"), [2, 3, 4, 5, 6]));
     if (baselines.length) {
       console.log("");
       console.log(markdownTable(BASELINE_HEADER, baselineRows(baselines), [1, 2, 3, 4, 5]));
@@ -358,7 +366,7 @@ async function soak(meGet: ShotRequest[]) {
   await Bun.sleep(2000);
   const after = await backends();
   console.log(`\n## Soak: GET /rpc/me at 64 connections for ${minutes} min (${machineLine()})\n`);
-  console.log(markdownTable(SCENARIO_HEADER, scenarioRows([r]), [1, 2, 3, 4, 5]));
+  console.log(markdownTable(SCENARIO_HEADER, scenarioRows([r]), [2, 3, 4, 5, 6]));
   const growth = rssStart && rssEnd ? (rssEnd / rssStart - 1) * 100 : undefined;
   const targets: Target[] = [
     { target: "API process RSS flat within 10 % (gateway + engine)", measured: rssStart && rssEnd ? `${rssStart.toFixed(0)} → ${rssEnd.toFixed(0)} MiB (${growth! >= 0 ? "+" : ""}${growth!.toFixed(1)} %)` : "no API pid", met: growth === undefined ? undefined : Math.abs(growth) <= 10 },

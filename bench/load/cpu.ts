@@ -23,6 +23,8 @@ interface Proc {
   ppid: number;
   comm: string;
   ms: number;
+  /** CPU ms of its children that have exited and been waited for (a finished wrk run). */
+  childrenMs: number;
 }
 
 function readProcs(): Proc[] {
@@ -34,8 +36,14 @@ function readProcs(): Proc[] {
       const close = stat.lastIndexOf(")");
       const comm = stat.slice(stat.indexOf("(") + 1, close);
       const fields = stat.slice(close + 2).split(" ");
-      // fields[0] = state (field 3); utime = field 14, stime = field 15
-      procs.push({ pid: Number(name), ppid: Number(fields[1]), comm, ms: (Number(fields[11]) + Number(fields[12])) * TICK_MS });
+      // fields[0] = state (field 3); utime = field 14, stime = field 15, cutime/cstime = 16/17
+      procs.push({
+        pid: Number(name),
+        ppid: Number(fields[1]),
+        comm,
+        ms: (Number(fields[11]) + Number(fields[12])) * TICK_MS,
+        childrenMs: (Number(fields[13]) + Number(fields[14])) * TICK_MS,
+      });
     } catch {}
   }
   return procs;
@@ -71,7 +79,8 @@ export function cpuSnapshot(apiPid: number | undefined, loadgenPids: number[] = 
       walk(apiPid);
     }
     const wanted = new Set(loadgenPids);
-    for (const p of procs) if (wanted.has(p.pid)) snapshot.loadgen += p.ms;
+    // A generator run as a child process (wrk) counts once it has exited, through its parent.
+    for (const p of procs) if (wanted.has(p.pid)) snapshot.loadgen += p.ms + p.childrenMs;
     const m = machine();
     snapshot.machineBusy = m.busy;
     snapshot.machineTotal = m.total;

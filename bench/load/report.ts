@@ -14,11 +14,12 @@ export function markdownTable(header: string[], rows: string[][], alignRight: nu
 export const ms = (v: number) => (Number.isFinite(v) ? (v >= 100 ? v.toFixed(0) : v.toFixed(1)) : "–");
 export const rate = (v: number) => (Number.isFinite(v) ? (v >= 100 ? v.toFixed(0) : v.toFixed(1)) : "–");
 
-export function scenarioRows(results: ShotResult[]): string[][] {
-  return results.map((r) => [r.name, String(r.connections), rate(r.reqPerSec), rate(r.okPerSec), ms(r.p50), ms(r.p99), describeErrors(r)]);
+/** `generatorOf` names the load generator of each row (omitted: autocannon). */
+export function scenarioRows(results: ShotResult[], generatorOf: (r: ShotResult) => string = () => "autocannon"): string[][] {
+  return results.map((r) => [r.name, generatorOf(r), String(r.connections), rate(r.reqPerSec), rate(r.okPerSec), ms(r.p50), ms(r.p99), describeErrors(r)]);
 }
 
-export const SCENARIO_HEADER = ["scenario", "conns", "req/s", "2xx/s", "p50 ms", "p99 ms", "errors (non-2xx by status, timeouts, socket)"];
+export const SCENARIO_HEADER = ["scenario", "generator", "conns", "req/s", "2xx/s", "p50 ms", "p99 ms", "errors (non-2xx by status, timeouts, socket)"];
 
 export interface BaselineRow {
   name: string;
