@@ -112,3 +112,20 @@ describe("coalesced writes", () => {
     expect(writes.map(String)).toEqual(["pending", "end:X"]);
   });
 });
+
+describe.skipIf(testStack().external)("TLS [embedded server only: it has no TLS]", () => {
+  test("a URL that asks for TLS never falls back to plaintext", async () => {
+    // TLS goes through postgres.js's own socket (TLS writes bypass a socket's write()); the
+    // embedded server refuses the TLS request, so the query must fail, naming SSL.
+    const url = new URL(testStack().databaseUrl);
+    url.searchParams.set("sslmode", "require");
+    const tls = connectPostgres(url.toString(), { max: 1, connect_timeout: 2, onnotice: () => {} });
+    try {
+      const error = (await tls`select 1`.catch((e: unknown) => e)) as Error;
+      expect(error).toBeInstanceOf(Error);
+      expect(String(error.message)).toMatch(/SSL|TLS/i);
+    } finally {
+      await tls.end({ timeout: 0 });
+    }
+  });
+});

@@ -49,9 +49,24 @@ export function withSocketDir(url: string, socketDir: string): string {
 
 type PgOptions = Options<Record<string, PostgresType>>;
 
-/** A postgres.js pool for `url` (socket directory understood, writes coalesced). */
+/** Whether the URL or options ask for TLS (postgres.js negotiates it on the socket it is given). */
+function wantsTls(url: string, options: PgOptions): boolean {
+  if (options.ssl !== undefined && options.ssl !== false && options.ssl !== "disable") return true;
+  try {
+    const mode = new URL(url).searchParams.get("sslmode") ?? new URL(url).searchParams.get("ssl");
+    return mode !== null && mode !== "disable" && mode !== "false";
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * A postgres.js pool for `url` (socket directory understood, writes coalesced). A TLS connection
+ * keeps postgres.js's own socket: TLS writes go past the socket object's write().
+ */
 export function connectPostgres(url: string, options: PgOptions = {}): Sql {
   const target = pgTarget(url);
+  if (wantsTls(target.url, options) && !target.socketPath) return postgres(target.url, options);
   // `socket` (a factory for connected sockets) is a postgres.js option its types leave out.
   const socket = (resolved: { host: string[]; port: number[] }) =>
     connectCoalescing({ path: target.socketPath, host: resolved.host[0], port: resolved.port[0] });
