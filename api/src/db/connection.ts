@@ -51,7 +51,7 @@ type PgOptions = Options<Record<string, PostgresType>>;
 
 /** Whether the URL or options ask for TLS (postgres.js negotiates it on the socket it is given). */
 function wantsTls(url: string, options: PgOptions): boolean {
-  if (options.ssl !== undefined && options.ssl !== false && options.ssl !== "disable") return true;
+  if (options.ssl !== undefined && options.ssl !== false) return true;
   try {
     const mode = new URL(url).searchParams.get("sslmode") ?? new URL(url).searchParams.get("ssl");
     return mode !== null && mode !== "disable" && mode !== "false";
