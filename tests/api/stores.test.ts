@@ -119,3 +119,13 @@ describe("sign-in admission", () => {
     expect(admission.stats().running).toBe(0);
   });
 });
+
+describe("cache entry encoding", () => {
+  test("round-trips status, headers and a body with newlines and unicode; anything else is a miss", async () => {
+    const { encodeEntry, decodeEntry } = await import("../../api/src/gateway/cache");
+    const value = { status: 200, headers: [["content-type", "application/json"], ["content-range", "0-1/*"]] as [string, string][], body: '[{"a":"line\\none"},\n{"b":"Zürich ✓"}]' };
+    expect(decodeEntry(encodeEntry(value))).toEqual(value);
+    expect(decodeEntry(encodeEntry({ ...value, body: "" }))).toEqual({ ...value, body: "" });
+    for (const bad of ["", "200", "200\n[]", "x\n[]\nbody", "200\n{not json\nbody", '200\n{"a":1}\nbody']) expect(decodeEntry(bad)).toBeUndefined();
+  });
+});
