@@ -110,3 +110,21 @@ describe("sign-in admission control", () => {
     expect((await call("/rpc/sign_in", { base, body: user })).status).toBe(200);
   });
 });
+
+describe("Admission", () => {
+  test("is full exactly when every slot is taken and the queue is full; a full gate refuses at once", async () => {
+    const { Admission } = await import("../../api/src/gateway/admission");
+    const gate = new Admission(1, 1, 5_000);
+    expect(gate.full()).toBe(false);
+    const first = (await gate.acquire())!;
+    expect(gate.full()).toBe(false); // the queue still has room
+    const queued = gate.acquire();
+    expect(gate.full()).toBe(true);
+    expect(await gate.acquire()).toBeUndefined();
+    first();
+    const second = (await queued)!;
+    expect(gate.full()).toBe(false);
+    second();
+    expect(gate.stats()).toEqual({ running: 0, waiting: 0, limit: 1 });
+  });
+});

@@ -37,6 +37,11 @@ export class Admission {
     });
   }
 
+  /** Every slot taken and the queue full: a request now would be refused. */
+  full(): boolean {
+    return this.running >= this.limit && this.waiting.length >= this.queue;
+  }
+
   stats() {
     return { running: this.running, waiting: this.waiting.length, limit: this.limit };
   }

@@ -58,8 +58,11 @@ export class RpcHandler {
       return relay(await send());
     }
 
-    const args = await readArguments(request, this.deps.config.maxBodyBytes);
     const auth = effectiveSchema === AUTH_SCHEMA;
+    // Overloaded: refused before the body is even read, so a flood of sign-ins costs as little
+    // as possible of the CPU the admitted hashes and every other route need.
+    if (auth && BCRYPT_FUNCTIONS.has(fn) && this.deps.admission.full()) throw gatewayErrors.overloaded(1);
+    const args = await readArguments(request, this.deps.config.maxBodyBytes);
     const release = auth && BCRYPT_FUNCTIONS.has(fn) ? await this.admitSignIn(fn, args, notes) : undefined;
     let response: UpstreamResponse;
     try {
