@@ -53,7 +53,7 @@ export class RpcHandler {
 
     if (method !== "POST") {
       const query = url.searchParams;
-      const send = () => this.deps.upstream.send({ method, target: { rpc: fn }, query, schema, headers: request.headers });
+      const send = () => this.deps.upstream.send({ method, target: { rpc: fn }, query, schema, headers: request.headers, parse: false });
       if (method === "GET" && this.cacheable(effectiveSchema, fn)) return this.cached(request, effectiveSchema, fn, query, caller, send, notes);
       return relay(await send());
     }
@@ -67,7 +67,8 @@ export class RpcHandler {
     let response: UpstreamResponse;
     try {
       const upstream = release ? (this.deps.hashingUpstream ?? this.deps.upstream) : this.deps.upstream;
-      response = await upstream.send({ method, target: { rpc: fn }, args, schema, headers: request.headers });
+      // Only the auth functions' answers are read here (tokens, sessions); the rest is relayed.
+      response = await upstream.send({ method, target: { rpc: fn }, args, schema, headers: request.headers, parse: auth });
     } finally {
       release?.();
     }
@@ -89,7 +90,7 @@ export class RpcHandler {
     await this.authenticate(request);
     const query = new URL(request.url).searchParams;
     return relay(
-      await this.deps.upstream.send({ method, target: { relation }, query, schema: this.profile(request, method), headers: request.headers }),
+      await this.deps.upstream.send({ method, target: { relation }, query, schema: this.profile(request, method), headers: request.headers, parse: false }),
     );
   }
 

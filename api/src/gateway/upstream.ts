@@ -21,6 +21,12 @@ export interface UpstreamRequest {
   /** Accept-Profile / Content-Profile of the caller, when given. */
   schema?: string;
   headers: Headers;
+  /**
+   * Whether postgrest-js reads the answer into `data` / `error` (default true). False where the
+   * gateway only relays the raw answer: postgrest-js then gets an empty body to read, which
+   * spares a JSON parse of every relayed body (10 KB for a 50-rule list).
+   */
+  parse?: boolean;
 }
 
 /** PostgREST's answer exactly as it came (status, headers, body), plus postgrest-js's reading of it. */
@@ -28,6 +34,7 @@ export interface UpstreamResponse {
   status: number;
   headers: Headers;
   body: string;
+  /** postgrest-js's reading of the answer; null when the request asked for no parse. */
   data: unknown;
   error: { code?: string; message?: string; details?: string | null; hint?: string | null } | null;
 }
@@ -75,7 +82,7 @@ export class Upstream {
         clearTimeout(timer);
       }
       raw = { status: response.status, headers: response.headers, body };
-      return new Response(body, { status: response.status, statusText: response.statusText, headers: response.headers });
+      return new Response(request.parse === false ? "" : body, { status: response.status, statusText: response.statusText, headers: response.headers });
     };
     const client = new PostgrestClient(this.baseUrl, {
       // postgrest-js types its fetch as `typeof fetch`, which also carries Bun's static extras.
@@ -122,7 +129,8 @@ export class Upstream {
     raw.headers.forEach((value, name) => {
       if (!HOP_HEADERS.has(name)) headers.set(name, value);
     });
-    return { status: raw.status, headers, body: raw.body, data: result.data, error: result.error as UpstreamResponse["error"] };
+    const parsed = request.parse !== false;
+    return { status: raw.status, headers, body: raw.body, data: parsed ? result.data : null, error: parsed ? (result.error as UpstreamResponse["error"]) : null };
   }
 }
 
