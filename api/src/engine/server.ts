@@ -1,11 +1,17 @@
 /**
  * `bun run rpc-engine`: the embedded engine as a standalone HTTP server on PGRST_SERVER_PORT
  * (default 3000), configured like PostgREST from PGRST_* variables (PGRST_DB_URI or DATABASE_URL).
+ * Like the API's embedded engine, it runs a local PostgreSQL's backends (Unix socket URL) under
+ * SCHED_BATCH unless DB_BACKEND_BATCH=false.
  */
+import { batchScheduling } from "../db/backend-priority";
+import { pgTarget } from "../db/connection";
 import { createEngine, engineConfigFromEnv } from "./index";
 
 const config = engineConfigFromEnv(process.env);
-const engine = await createEngine(config, { databaseUrl: process.env.DATABASE_URL });
+const url = config.dbUri ?? process.env.DATABASE_URL;
+const batch = !/^(0|false|no|off)$/i.test(process.env.DB_BACKEND_BATCH ?? "") && url !== undefined && pgTarget(url).socketPath !== undefined;
+const engine = await createEngine(config, { databaseUrl: process.env.DATABASE_URL, onBackend: batch ? batchScheduling : undefined });
 const server = Bun.serve({
   hostname: config.serverHost,
   port: config.serverPort,
