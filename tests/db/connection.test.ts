@@ -129,3 +129,23 @@ describe.skipIf(testStack().external)("TLS [embedded server only: it has no TLS]
     }
   });
 });
+
+describe("coalesced writes on a closed socket", () => {
+  test("bytes pending when the socket is destroyed are dropped and their callbacks get an error", async () => {
+    const socket = new net.Socket();
+    const written: unknown[] = [];
+    socket.write = ((chunk: Uint8Array) => {
+      written.push(chunk);
+      return true;
+    }) as net.Socket["write"];
+    const wrapped = coalesceWrites(socket);
+    const errors: (Error | null | undefined)[] = [];
+    wrapped.write(Buffer.from("late"), (e?: Error | null) => errors.push(e));
+    socket.destroy();
+    await Promise.resolve();
+    await Promise.resolve();
+    expect(written).toEqual([]);
+    expect(errors.length).toBe(1);
+    expect(errors[0]).toBeInstanceOf(Error);
+  });
+});

@@ -7,8 +7,7 @@
  * costs two or three writes, and each write to a local PostgreSQL wakes its backend: the kernel
  * runs the delivery in the writer's time slice and often switches to the woken backend right
  * there. Deferring every write to the end of the current task (a microtask) sends a request's
- * statements as one write without holding them past the task that issued them (waiting for the
- * next event-loop turn instead measured worse tail latency under load).
+ * statements as one write without holding them past the task that issued them.
  */
 import net from "node:net";
 
@@ -38,7 +37,10 @@ export function coalesceWrites(socket: net.Socket): net.Socket {
     callbacks = [];
     // Closed meanwhile: postgres.js has already failed the queries these bytes belong to, and a
     // write now would raise an error event nobody listens to any more.
-    if (socket.destroyed) return;
+    if (socket.destroyed) {
+      for (const cb of done) cb(new Error("the connection closed before this write was sent"));
+      return;
+    }
     write(chunk, done.length === 0 ? undefined : (error) => { for (const cb of done) cb(error); });
   };
 
