@@ -35,6 +35,11 @@ export function pgTarget(url: string): PgTarget {
   return { url: parsed.toString(), socketPath: `${dir.replace(/\/+$/, "")}/.s.PGSQL.${port}` };
 }
 
+/** Whether `url` reaches PostgreSQL through a Unix socket, i.e. a server on this machine. */
+export function isLocalSocket(url: string): boolean {
+  return pgTarget(url).socketPath !== undefined;
+}
+
 /**
  * `url` with `?host=<socketDir>` added, so clients connect through the socket in that directory;
  * `url` unchanged when the socket's path would be too long for the kernel.
@@ -53,7 +58,8 @@ type PgOptions = Options<Record<string, PostgresType>>;
 function wantsTls(url: string, options: PgOptions): boolean {
   if (options.ssl !== undefined && options.ssl !== false) return true;
   try {
-    const mode = new URL(url).searchParams.get("sslmode") ?? new URL(url).searchParams.get("ssl");
+    const params = new URL(url).searchParams;
+    const mode = params.get("sslmode") ?? params.get("ssl");
     return mode !== null && mode !== "disable" && mode !== "false";
   } catch {
     return false;

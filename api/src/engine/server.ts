@@ -5,12 +5,12 @@
  * SCHED_BATCH unless DB_BACKEND_BATCH=false.
  */
 import { batchScheduling } from "../db/backend-priority";
-import { pgTarget } from "../db/connection";
+import { isLocalSocket } from "../db/connection";
 import { createEngine, engineConfigFromEnv } from "./index";
 
 const config = engineConfigFromEnv(process.env);
 const url = config.dbUri ?? process.env.DATABASE_URL;
-const batch = !/^(0|false|no|off)$/i.test(process.env.DB_BACKEND_BATCH ?? "") && url !== undefined && pgTarget(url).socketPath !== undefined;
+const batch = !/^(0|false|no|off)$/i.test(process.env.DB_BACKEND_BATCH ?? "") && url !== undefined && isLocalSocket(url);
 const engine = await createEngine(config, { databaseUrl: process.env.DATABASE_URL, onBackend: batch ? batchScheduling : undefined });
 const server = Bun.serve({
   hostname: config.serverHost,

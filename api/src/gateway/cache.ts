@@ -29,6 +29,8 @@ export interface ResponseCache {
 // v2 entries are `status \n headers-json \n body`: a hit reads the body as a slice instead of
 // JSON-parsing it out of an escaped string (a 50-rule list is ~10 KB per hit).
 const entryKey = (key: string) => `rc2:${createHash("sha1").update(key).digest("base64url")}`;
+const tagKey = (tag: string) => `rctag:${tag}`;
+const versionKey = (tag: string) => `rcver:${tag}`;
 
 export function encodeEntry(value: CachedResponse): string {
   return `${value.status}\n${JSON.stringify(value.headers)}\n${value.body}`;
@@ -49,8 +51,6 @@ export function decodeEntry(entry: string): CachedResponse | undefined {
   if (!Number.isInteger(status) || !Array.isArray(headers)) return undefined;
   return { status, headers: headers as [string, string][], body: entry.slice(second + 1) };
 }
-const tagKey = (tag: string) => `rctag:${tag}`;
-const versionKey = (tag: string) => `rcver:${tag}`;
 
 const STORE_SCRIPT = `
 local n = tonumber(ARGV[3])

@@ -59,11 +59,12 @@ export class RpcHandler {
     }
 
     const auth = effectiveSchema === AUTH_SCHEMA;
+    const hashes = auth && BCRYPT_FUNCTIONS.has(fn);
     // Overloaded: refused before the body is even read, so a flood of sign-ins costs as little
     // as possible of the CPU the admitted hashes and every other route need.
-    if (auth && BCRYPT_FUNCTIONS.has(fn) && this.deps.admission.full()) throw gatewayErrors.overloaded(1);
+    if (hashes && this.deps.admission.full()) throw gatewayErrors.overloaded(1);
     const args = await readArguments(request, this.deps.config.maxBodyBytes);
-    const release = auth && BCRYPT_FUNCTIONS.has(fn) ? await this.admitSignIn(fn, args, notes) : undefined;
+    const release = hashes ? await this.admitSignIn(fn, args, notes) : undefined;
     let response: UpstreamResponse;
     try {
       const upstream = release ? (this.deps.hashingUpstream ?? this.deps.upstream) : this.deps.upstream;

@@ -1,6 +1,6 @@
 import type { ApiConfig } from "../config";
 import { batchScheduling, lowerPriority } from "../db/backend-priority";
-import { pgTarget } from "../db/connection";
+import { isLocalSocket } from "../db/connection";
 import { createEngine } from "../engine";
 import { engineConfigFromEnv } from "../engine/config";
 import { engineFetch, type UpstreamFetch } from "./upstream";
@@ -50,7 +50,7 @@ export async function selectUpstream(config: ApiConfig, env: Record<string, stri
   const databaseUrl = env.PGRST_DB_URI?.trim() || config.databaseUrl;
   const engineConfig = engineConfigFromEnv(engineEnv);
   // Scheduling of the backends only where they run on this machine (a Unix socket URL).
-  const local = pgTarget(engineConfig.dbUri ?? databaseUrl).socketPath !== undefined;
+  const local = isLocalSocket(engineConfig.dbUri ?? databaseUrl);
   const batch = local && config.backendBatchScheduling;
   const engine = await createEngine(engineConfig, { databaseUrl, onBackend: batch ? batchScheduling : undefined });
   const nice = config.admission.signInBackendNice;
