@@ -5,6 +5,7 @@
  */
 import { afterAll, describe, expect, test } from "bun:test";
 import net from "node:net";
+import postgres from "postgres";
 import { coalesceWrites } from "../../api/src/db/coalescing-socket";
 import { connectPostgres, pgTarget, withSocketDir } from "../../api/src/db/connection";
 import { testStack } from "../support/stack";
@@ -45,18 +46,37 @@ describe.skipIf(testStack().external)("connections to the embedded server [embed
     expect(row).toEqual({ addr: null, who: "authenticator" });
   });
 
-  test("statements queued on a reserved connection all run, in order, behind one that must be described first", async () => {
-    const conn = await sql.reserve();
+  test("queued statements on a reserved connection go out together once it can send again (patched postgres.js)", async () => {
+    // Count the writes that reach the socket. The first statement is new to the connection, so
+    // postgres.js describes it first and queues the rest; once it is through, every queued one
+    // can go, and they must leave in one burst (one write), not one per round trip.
+    const target = pgTarget(testStack().authenticatorUrl);
+    let writes = 0;
+    const counted = postgres(target.url, {
+      max: 1,
+      onnotice: () => {},
+      socket: () => {
+        const socket = net.connect(target.socketPath!);
+        const write = socket.write.bind(socket);
+        socket.write = ((...args: Parameters<typeof write>) => {
+          writes++;
+          return write(...args);
+        }) as typeof socket.write;
+        return coalesceWrites(socket);
+      },
+    } as Parameters<typeof postgres>[1]);
     try {
+      const conn = await counted.reserve();
       const tag = crypto.randomUUID();
-      // A parameterized statement new to the connection is described before it is sent; the
-      // ones issued behind it wait in postgres.js's queue and must then all go out, in order.
-      const pending = [conn`select ${tag}::text || ${0}::int as v`];
-      for (let i = 1; i <= 40; i++) pending.push(conn`select ${tag}::text || ${i}::int as v`);
+      const before = writes;
+      const pending = Array.from({ length: 40 }, (_, i) => conn`select ${tag}::text || ${i}::int as v`);
       const values = (await Promise.all(pending)).map((rows) => rows[0]!.v);
-      expect(values).toEqual(Array.from({ length: 41 }, (_, i) => `${tag}${i}`));
-    } finally {
+      expect(values).toEqual(Array.from({ length: 40 }, (_, i) => `${tag}${i}`));
+      // Describe, the first statement, then the other 39 at once (one per round trip was 40+).
+      expect(writes - before).toBeLessThanOrEqual(4);
       conn.release();
+    } finally {
+      await counted.end({ timeout: 0 });
     }
   });
 
