@@ -9,7 +9,7 @@ import { SCAN_JOB_GROUP } from "../../api/src/queue/stream";
 import { ScanWorker } from "../../api/src/queue/worker";
 import { startRedisServer } from "../../api/src/stack/redis-server";
 import { testStack } from "../support/stack";
-import { adminSql, fastFailRedis, jobRow, pendingCount, queueTenant, requestScan, testStream, waitFor } from "./support";
+import { adminSql, fastFailRedis, jobRow, pendingCount, queueTenant, requestScan, testStream, waitFor, waitForJobStatus } from "./support";
 
 const ROOT = resolve(import.meta.dir, "../..");
 const sql = adminSql();
@@ -79,10 +79,7 @@ describe.if(embedded)("scan-job queue guarantees", () => {
       expect(await pendingCount(redis, stream, SCAN_JOB_GROUP)).toBe(1);
 
       b = spawnWorker("worker-b", stream, "complete", logFile);
-      const done = await waitFor("worker B to finish the job", async () => {
-        const row = await jobRow(sql, jobId);
-        return row.status === "done" ? row : null;
-      });
+      const done = await waitForJobStatus(sql, jobId, "done", "worker B to finish the job");
       expect(done).toMatchObject({ attempts: 2, worker: "worker-b", lease: null, error: null });
       expect(done.scan_id).not.toBeNull();
 
@@ -129,10 +126,7 @@ describe.if(embedded)("scan-job queue guarantees", () => {
       expect(await jobRow(sql, jobId)).toMatchObject({ status: "queued", published_at: null, attempts: 0 });
 
       server = await startRedisServer({ port });
-      const done = await waitFor("the job to run after Redis returned", async () => {
-        const row = await jobRow(sql, jobId);
-        return row.status === "done" ? row : null;
-      });
+      const done = await waitForJobStatus(sql, jobId, "done", "the job to run after Redis returned");
       expect(done.attempts).toBe(1);
       expect(done.published_at).not.toBeNull();
       expect(done.scan_id).not.toBeNull();
@@ -161,10 +155,7 @@ describe.if(embedded)("scan-job queue guarantees", () => {
     try {
       await relay.start();
       worker.start();
-      const done = await waitFor("the requeued job to be done", async () => {
-        const row = await jobRow(sql, jobId);
-        return row.status === "done" ? row : null;
-      });
+      const done = await waitForJobStatus(sql, jobId, "done", "the requeued job to be done");
       expect(done.attempts).toBe(2);
     } finally {
       await worker.stop();

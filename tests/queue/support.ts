@@ -48,6 +48,14 @@ export async function waitFor<T>(what: string, check: () => Promise<T>, timeoutM
   }
 }
 
+/** Polls the job's row until its status is `status`; the row then. */
+export function waitForJobStatus(sql: postgres.Sql, id: string, status: string, what: string) {
+  return waitFor(what, async () => {
+    const row = await jobRow(sql, id);
+    return row.status === status ? row : null;
+  });
+}
+
 export async function pendingCount(redis: Redis, stream: string, group: string): Promise<number> {
   const summary = (await redis.xpending(stream, group)) as [number, ...unknown[]];
   return Number(summary[0]);

@@ -6,7 +6,7 @@ import { PermanentJobError, type ScanJob, type ScanJobHandler } from "../../api/
 import { ScanWorker } from "../../api/src/queue/worker";
 import { rpcOk } from "../compliance/support";
 import { testStack } from "../support/stack";
-import { adminSql, fastFailRedis, jobRow, pendingCount, queueTenant, requestScan, testStream, waitFor } from "./support";
+import { adminSql, fastFailRedis, jobRow, pendingCount, queueTenant, requestScan, testStream, waitFor, waitForJobStatus } from "./support";
 
 const sql = adminSql();
 const redis = fastFailRedis(testStack().redisUrl);
@@ -92,18 +92,12 @@ describe("scan-job queue, in process", () => {
     worker.start();
 
     const retried = await requestScan(sql, t);
-    const job = await waitFor("the retried job to be done", async () => {
-      const row = await jobRow(sql, retried);
-      return row.status === "done" ? row : null;
-    });
+    const job = await waitForJobStatus(sql, retried, "done", "the retried job to be done");
     expect(job).toMatchObject({ attempts: 2, error: null });
     expect(attempts).toEqual([1, 2]);
 
     const permanent = await requestScan(sql, t, { permanent: true });
-    const failed = await waitFor("the job to fail", async () => {
-      const row = await jobRow(sql, permanent);
-      return row.status === "failed" ? row : null;
-    });
+    const failed = await waitForJobStatus(sql, permanent, "failed", "the job to fail");
     expect(failed).toMatchObject({ attempts: 1, error: "tenant credentials revoked", scan_id: null });
     await waitFor("entries to be acknowledged", async () => (await pendingCount(redis, stream, SCAN_JOB_GROUP)) === 0);
   }, 30_000);
@@ -119,10 +113,7 @@ describe("scan-job queue, in process", () => {
     await relay.start();
     worker.start();
     const jobId = await requestScan(sql, t);
-    const failed = await waitFor("the job to fail", async () => {
-      const row = await jobRow(sql, jobId);
-      return row.status === "failed" ? row : null;
-    });
+    const failed = await waitForJobStatus(sql, jobId, "failed", "the job to fail");
     expect(failed.error).toContain("findings[1] rule no-such-rule is not a rule");
     expect((await sql`select count(*)::int as n from compliance.scans where tenant_id = ${t.tenantId}`)[0]!.n).toBe(0);
   }, 30_000);
@@ -145,10 +136,7 @@ describe("scan-job queue, in process", () => {
     await relay.start();
     worker.start();
     const jobId = await requestScan(sql, t);
-    const done = await waitFor("the retried job to be done", async () => {
-      const row = await jobRow(sql, jobId);
-      return row.status === "done" ? row : null;
-    });
+    const done = await waitForJobStatus(sql, jobId, "done", "the retried job to be done");
     expect(done.attempts).toBe(2);
     expect(attempts).toEqual([1, 2]);
   }, 30_000);
