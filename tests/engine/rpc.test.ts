@@ -25,6 +25,14 @@ beforeAll(async () => {
       perform set_config('response.headers', '[{"X-Brew":"tea"},{"Cache-Control":"no-store"}]', true);
       return 'short and stout';
     end $$;
+    create function engine_rpc.created(name text) returns json language plpgsql as $$
+    begin
+      perform set_config('response.status', '201', true);
+      perform set_config('response.headers', json_build_array(json_build_object('Location', '/items/' || name))::text, true);
+      return json_build_object('name', name);
+    end $$;
+    create function engine_rpc.maybe_doc(present boolean) returns jsonb language sql stable
+      as $$ select case when present then '{"b": 1, "a": [1,2]}'::jsonb end $$;
     create function engine_rpc.bad_headers() returns int language plpgsql as $$
     begin perform set_config('response.headers', '{"not":"an array"}', true); return 1; end $$;
     create function engine_rpc.whoami() returns json language sql stable as $$
@@ -210,6 +218,21 @@ describe("result shapes", () => {
     const bad = await readJson(await shaped.fetch(post("/rpc/bad_headers", {}, { "Content-Profile": "engine_rpc" })));
     expect(bad.status).toBe(500);
     expect(bad.json).toMatchObject({ code: "PGRST111" });
+  });
+
+  test("json and jsonb results come back as PostgreSQL renders them, after what the function set", async () => {
+    const res = await shaped.fetch(post("/rpc/created", { name: "x 1" }, { "Content-Profile": "engine_rpc" }));
+    expect(res.status).toBe(201);
+    expect(res.headers.get("location")).toBe("/items/x 1");
+    expect(res.headers.get("content-type")).toBe("application/json; charset=utf-8");
+    expect(await res.text()).toBe('{"name" : "x 1"}');
+    const doc = await shaped.fetch(get("/rpc/maybe_doc?present=true", { "Accept-Profile": "engine_rpc" }));
+    expect(doc.status).toBe(200);
+    expect(await doc.text()).toBe('{"a": [1, 2], "b": 1}');
+    const none = await shaped.fetch(get("/rpc/maybe_doc?present=false", { "Accept-Profile": "engine_rpc" }));
+    expect(none.status).toBe(200);
+    expect(none.headers.get("content-length")).toBe("4");
+    expect(await none.text()).toBe("null");
   });
 
   test("the request GUCs are set as PostgREST sets them", async () => {

@@ -65,12 +65,12 @@ export async function handleRpc(rt: EngineRuntime, req: EngineRequest, functionN
   const call = callSource(routine, input, req.prefer.params === "single-object");
   const shaped = routine.returnsSet ? capRows(parsedQuery, rt.config.dbMaxRows) : parsedQuery;
   let built;
+  const scalarCall = rows === "single-scalar" && (shape === "json" || shape === "single") && req.prefer.count === undefined &&
+    isPlainRead(shaped) && shaped.range.lower === 0 && shaped.range.upper === null && input.jsonShape !== "array";
   try {
-    const scalarCall = rows === "single-scalar" && (shape === "json" || shape === "single") && req.prefer.count === undefined &&
-      isPlainRead(shaped) && shaped.range.lower === 0 && shaped.range.upper === null && input.jsonShape !== "array";
     // planned/estimated counts are answered with the exact count, as for relations.
     built = scalarCall
-      ? scalarCallSql(call)
+      ? scalarCallSql(routine, call)
       : buildReadSql(
           { text: `${call.args ? `${call.args}, LATERAL ` : ""}${call.call} ${call.alias}`, values: call.values, qualifier: "pgrst_call" },
           shaped,
@@ -103,9 +103,9 @@ export async function handleRpc(rt: EngineRuntime, req: EngineRequest, functionN
     // Plain calls are prepared once per connection; shaped ones (select/filters/order, whose
     // aliases make the SQL text open-ended) are not, so clients cannot grow the statement cache.
     (tx) => tx.unsafe(built.text, built.values as never[], { prepare: isPlainRead(shaped) }),
-    needsCheck ? (r) => commit && checkRow(r[0] as ReadRow) === undefined : commit,
+    needsCheck ? (r) => commit && checkRow(scalarCall ? scalarRow(r[0]!) : r[0] as ReadRow) === undefined : commit,
   );
-  const row = rowsOut[0] as ReadRow;
+  const row = scalarCall ? scalarRow(rowsOut[0]!) : rowsOut[0] as ReadRow;
   const refused = checkRow(row);
   if (refused) throw refused;
 
@@ -314,19 +314,32 @@ interface CallSql {
 }
 
 /**
- * The plain call of a function returning one scalar, without the read builder's row machinery:
- * PostgreSQL's to_json renders the value exactly as json_agg(…)->0 would, and the response
- * GUCs are read after the call (the subquery is not flattened).
+ * The plain call of a function returning one scalar, as one projection over the arguments: each
+ * expression PostgreSQL compiles for every execution costs CPU on the hot path, so the constant
+ * columns, the empty-GUC checks and the `null` body are left to `scalarRow`. The response GUCs
+ * follow the call in the target list, which PostgreSQL evaluates in order, so they see what the
+ * function set. to_json renders the value exactly as json_agg(…)->0 would; a json or jsonb value
+ * is already its own rendering.
  */
-function scalarCallSql(c: CallSql): { text: string; values: unknown[] } {
+function scalarCallSql(r: Routine, c: CallSql): { text: string; values: unknown[] } {
+  const body = r.returnType === "json" || r.returnType === "jsonb" ? c.call : `to_json(${c.call})`;
   return {
     text:
-      "SELECT null::bigint AS total_result_set, 1::bigint AS page_total, pgrst_lean.body," +
-      " nullif(current_setting('response.headers', true), '') AS response_headers," +
-      " nullif(current_setting('response.status', true), '') AS response_status" +
-      ` FROM (SELECT coalesce(to_json(${c.call}), 'null') AS body${c.args ? ` FROM ${c.args}` : ""} OFFSET 0) pgrst_lean`,
+      `SELECT ${body} AS body, current_setting('response.headers', true) AS response_headers,` +
+      ` current_setting('response.status', true) AS response_status${c.args ? ` FROM ${c.args}` : ""}`,
     values: c.values,
   };
+}
+
+/** The columns the read builder's row has, for a scalar call's row. */
+function scalarRow(row: Row): ReadRow {
+  return {
+    total_result_set: null,
+    page_total: 1,
+    body: row.body ?? "null",
+    response_headers: row.response_headers || null,
+    response_status: row.response_status || null,
+  } as ReadRow;
 }
 
 /** How the function is called, with the argument values as bind parameters. */
