@@ -122,6 +122,8 @@ export interface FireHooks {
   /** When the warm-up ends and when the measured window ends (e.g. CPU snapshots). */
   onMeasureStart?: () => void;
   onMeasureEnd?: () => void;
+  /** A load-generator process was started (its CPU counts as the generator's). */
+  onSpawn?: (pid: number) => void;
 }
 
 export async function fire(spec: ShotSpec, hooks: FireHooks = {}): Promise<ShotResult> {

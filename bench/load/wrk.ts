@@ -93,11 +93,12 @@ interface WrkOutput {
   status: Record<string, number>;
 }
 
-async function runWrk(spec: ShotSpec, seconds: number, scriptPath: string): Promise<WrkOutput> {
+async function runWrk(spec: ShotSpec, seconds: number, scriptPath: string, onSpawn?: (pid: number) => void): Promise<WrkOutput> {
   const child = Bun.spawn(
     ["wrk", "-t1", `-c${spec.connections}`, `-d${seconds}s`, `--timeout`, `${spec.timeoutSec ?? 10}s`, "-s", scriptPath, spec.url],
     { stdout: "pipe", stderr: "pipe" },
   );
+  onSpawn?.(child.pid);
   const [out, err, code] = await Promise.all([new Response(child.stdout).text(), new Response(child.stderr).text(), child.exited]);
   const line = out.split("\n").find((l) => l.startsWith("WRK_RESULT "));
   if (code !== 0 || !line) throw new Error(`wrk failed (${code}): ${(err || out).slice(-2000)}`);
@@ -109,9 +110,9 @@ export async function fireWrk(spec: ShotSpec, hooks: FireHooks = {}): Promise<Sh
   try {
     const scriptPath = join(dir, "scenario.lua");
     writeFileSync(scriptPath, script(spec));
-    if (spec.warmupSec > 0) await runWrk(spec, spec.warmupSec, scriptPath);
+    if (spec.warmupSec > 0) await runWrk(spec, spec.warmupSec, scriptPath, hooks.onSpawn);
     hooks.onMeasureStart?.();
-    const w = await runWrk(spec, spec.durationSec, scriptPath);
+    const w = await runWrk(spec, spec.durationSec, scriptPath, hooks.onSpawn);
     hooks.onMeasureEnd?.();
     const seconds = w.duration_us / 1e6;
     const responses = Object.values(w.status).reduce((a, b) => a + b, 0);
