@@ -96,7 +96,7 @@ export class ConnectionLanes {
     /** Told each new connection's server process id before the connection carries requests. */
     private readonly onBackend: (pid: number) => void = () => {},
     /** Requests queued on one connection before another is preferred or callers wait. */
-    private readonly depth = 8,
+    private readonly depth = 16,
   ) {}
 
   /**
