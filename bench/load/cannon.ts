@@ -242,20 +242,24 @@ export async function fire(spec: ShotSpec, hooks: FireHooks = {}): Promise<ShotR
     }
   });
 
+  // The per-minute ticker starts with the measured window: started with the warm-up, its first
+  // "minute" held only the part of a minute after the warm-up (the soak's minute 1 read half).
+  let ticker: ReturnType<typeof setInterval> | undefined;
   const warm = setTimeout(() => {
     measuring = true;
     windowStart = performance.now();
+    interval = new Latencies();
+    intervalErrors = 0;
     hooks.onMeasureStart?.();
-  }, spec.warmupSec * 1000);
-  const ticker = onWindow
-    ? setInterval(() => {
-        if (!measuring) return;
+    if (onWindow) {
+      ticker = setInterval(() => {
         const s = interval.sorted();
         onWindow({ responses: s.length, errors: intervalErrors, p99: percentile(s, 0.99) });
         interval = new Latencies();
         intervalErrors = 0;
-      }, 60_000)
-    : undefined;
+      }, 60_000);
+    }
+  }, spec.warmupSec * 1000);
   await instance;
   windowEnd = performance.now();
   hooks.onMeasureEnd?.();
