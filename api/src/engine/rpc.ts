@@ -86,6 +86,7 @@ export async function handleRpc(rt: EngineRuntime, req: EngineRequest, functionN
   const maxAffected = req.prefer.handling === "strict" ? req.prefer.maxAffected : undefined;
   const needsCheck = singular || maxAffected !== undefined;
   const readOnly = isRead || routine.volatility !== "volatile";
+  const readRow = (rows: Row[]): ReadRow => (scalarCall ? scalarRow(rows[0]!) : rows[0] as ReadRow);
   const checkRow = (row: ReadRow): ApiError | undefined => {
     const pageTotal = Number(row.page_total);
     if (singular && pageTotal !== 1) {
@@ -103,9 +104,9 @@ export async function handleRpc(rt: EngineRuntime, req: EngineRequest, functionN
     // Plain calls are prepared once per connection; shaped ones (select/filters/order, whose
     // aliases make the SQL text open-ended) are not, so clients cannot grow the statement cache.
     (tx) => tx.unsafe(built.text, built.values as never[], { prepare: isPlainRead(shaped) }),
-    needsCheck ? (r) => commit && checkRow(scalarCall ? scalarRow(r[0]!) : r[0] as ReadRow) === undefined : commit,
+    needsCheck ? (r) => commit && checkRow(readRow(r)) === undefined : commit,
   );
-  const row = scalarCall ? scalarRow(rowsOut[0]!) : rowsOut[0] as ReadRow;
+  const row = readRow(rowsOut);
   const refused = checkRow(row);
   if (refused) throw refused;
 
