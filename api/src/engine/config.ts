@@ -68,7 +68,8 @@ function int(name: string, value: string | undefined, min: number): number | und
   return n;
 }
 
-function bool(name: string, value: string | undefined): boolean | undefined {
+/** A boolean setting (true/yes/on/1, false/no/off/0); undefined when unset; anything else throws. */
+export function bool(name: string, value: string | undefined): boolean | undefined {
   if (value === undefined || value === "") return undefined;
   const v = value.trim().toLowerCase();
   if (["true", "yes", "on", "1"].includes(v)) return true;

@@ -6,11 +6,12 @@
  */
 import { batchScheduling } from "../db/backend-priority";
 import { isLocalSocket } from "../db/connection";
+import { bool } from "./config";
 import { createEngine, engineConfigFromEnv } from "./index";
 
 const config = engineConfigFromEnv(process.env);
 const url = config.dbUri ?? process.env.DATABASE_URL;
-const batch = !/^(0|false|no|off)$/i.test(process.env.DB_BACKEND_BATCH ?? "") && url !== undefined && isLocalSocket(url);
+const batch = (bool("DB_BACKEND_BATCH", process.env.DB_BACKEND_BATCH) ?? true) && url !== undefined && isLocalSocket(url);
 const engine = await createEngine(config, { databaseUrl: process.env.DATABASE_URL, onBackend: batch ? batchScheduling : undefined });
 const server = Bun.serve({
   hostname: config.serverHost,
