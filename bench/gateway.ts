@@ -24,9 +24,8 @@ import { startEmbeddedPostgres } from "../api/src/stack/embedded-postgres";
 import { authenticatorUrl, dbmate, setAuthenticatorPassword } from "../api/src/stack/migrate";
 import { startRedisServer } from "../api/src/stack/redis-server";
 import type { BenchRow } from "./lib";
-import { fireWrk, wrkAvailable } from "./load/wrk";
-
-const useWrk = () => process.env.LOAD_GENERATOR !== "autocannon" && wrkAvailable();
+import { errorCount } from "./load/cannon";
+import { fireWrk, wrkChosen } from "./load/wrk";
 
 const ROOT = resolve(import.meta.dir, "..");
 const { values: args } = parseArgs({
@@ -57,7 +56,7 @@ async function load(
   expect?: (status: number) => void,
   timing: { duration?: number; warmup?: number } = {},
 ): Promise<Measured> {
-  if (useWrk()) {
+  if (wrkChosen()) {
     // wrk (a C generator) when installed, as the load report uses it: autocannon under Bun takes
     // about 0.09 ms of CPU per request from the two cores the servers share with it.
     const target = new URL(url);
@@ -67,7 +66,7 @@ async function load(
     });
     const non2xx = Object.entries(r.status).reduce((n, [status, count]) => n + (status.startsWith("2") ? 0 : count), 0);
     expect?.(non2xx);
-    return { name, rps: r.reqPerSec, p50: r.p50, p99: r.p99, errors: non2xx + r.timeouts + r.socketErrors };
+    return { name, rps: r.reqPerSec, p50: r.p50, p99: r.p99, errors: errorCount(r) };
   }
   const run = (duration: number) => autocannon({ url, connections: CONNECTIONS, duration, headers, pipelining: 1 });
   await run(timing.warmup ?? WARMUP);

@@ -25,7 +25,7 @@ import postgres from "postgres";
 import type { Measurement } from "./lib";
 import { bcryptLimit, directPool, issueTokenDirect, meDirect, sqlSessions, storedHash, validateDirect, type DirectOptions } from "./load/baselines";
 import { errorCount, fire, fireInChild, firePolite, type ShotRequest, type ShotResult, type ShotSpec } from "./load/cannon";
-import { fireWrk, wrkAvailable, wrkCanRun } from "./load/wrk";
+import { fireWrk, wrkCanRun, wrkChosen } from "./load/wrk";
 import { cpuSnapshot, cpuUse, waitForQuiet, type CpuSnapshot, type CpuUse } from "./load/cpu";
 import { signIn, signUpUsers, tenantWithRules, type Session } from "./load/prepare";
 import {
@@ -161,7 +161,7 @@ try {
     if (other >= 0.3) say(`  (other work still uses ${other.toFixed(2)} cores; going ahead)`);
   };
   // wrk for the scenarios that replay fixed requests (LOAD_GENERATOR=autocannon to compare).
-  const useWrk = process.env.LOAD_GENERATOR !== "autocannon" && wrkAvailable();
+  const useWrk = wrkChosen();
   if (!useWrk) say(process.env.LOAD_GENERATOR === "autocannon" ? "load generator: autocannon (LOAD_GENERATOR)" : "wrk is not installed (apt-get install -y wrk): every scenario runs with autocannon");
   const generatorFor = (spec: ShotSpec): typeof fire => (useWrk && wrkCanRun(spec) ? fireWrk : fire);
   const generatorNames = new Map<ShotResult, string>();

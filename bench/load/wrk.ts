@@ -19,6 +19,11 @@ export function wrkAvailable(): boolean {
   return Bun.which("wrk") !== null;
 }
 
+/** Whether the fixed-request scenarios run under wrk: installed, and not LOAD_GENERATOR=autocannon. */
+export function wrkChosen(): boolean {
+  return process.env.LOAD_GENERATOR !== "autocannon" && wrkAvailable();
+}
+
 /** Scenarios wrk can run: fixed requests, no reaction to answers. */
 export function wrkCanRun(spec: ShotSpec): boolean {
   return !spec.rotation && !spec.harvestRefreshTokens && spec.generator !== "polite";
