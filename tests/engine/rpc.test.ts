@@ -40,6 +40,10 @@ beforeAll(async () => {
         'method', current_setting('request.method', true), 'path', current_setting('request.path', true),
         'headers', current_setting('request.headers', true)::json, 'cookies', current_setting('request.cookies', true)::json)
     $$;
+    create table engine_rpc.stamps (batch text not null, n int not null);
+    grant select, insert on engine_rpc.stamps to anon, authenticated;
+    create function engine_rpc.stamp(batch text, count int) returns setof engine_rpc.stamps language sql volatile
+      as $$ insert into engine_rpc.stamps select batch, g from generate_series(1, count) g returning * $$;
     grant execute on all functions in schema engine_rpc to anon, authenticated;
   `);
 });
@@ -270,5 +274,41 @@ describe("transaction end", () => {
     expect(res.headers.get("preference-applied")).toBe("tx=rollback");
     const [row] = await admin`select count(*)::int as n from auth.users where email = ${email}`;
     expect(row!.n).toBe(0);
+  });
+
+  describe("a refused answer rolls the call back", () => {
+    let stamping: Engine;
+    beforeAll(async () => {
+      stamping = await productEngine({ dbSchemas: ["engine_rpc"] });
+    });
+    afterAll(() => stamping.close());
+    const stamped = async (batch: string) =>
+      (await admin`select count(*)::int as n from engine_rpc.stamps where batch = ${batch}`)[0]!.n as number;
+    const single = { Accept: "application/vnd.pgrst.object+json" };
+
+    test("object+json with two rows: 406 PGRST116 and nothing written", async () => {
+      const res = await readJson(await stamping.fetch(post("/rpc/stamp", { batch: "two-single", count: 2 }, single)));
+      expect(res.status).toBe(406);
+      expect(res.json).toEqual({ code: "PGRST116", details: "The result contains 2 rows", hint: null, message: "Cannot coerce the result to a single JSON object" });
+      expect(await stamped("two-single")).toBe(0);
+    });
+
+    test("object+json with one row: answered and committed", async () => {
+      const res = await readJson(await stamping.fetch(post("/rpc/stamp", { batch: "one-single", count: 1 }, single)));
+      expect(res.status).toBe(200);
+      expect(res.json).toEqual({ batch: "one-single", n: 1 });
+      expect(await stamped("one-single")).toBe(1);
+    });
+
+    test("max-affected exceeded under handling=strict: 400 PGRST124 and nothing written", async () => {
+      const prefer = { Prefer: "handling=strict, max-affected=2" };
+      const res = await readJson(await stamping.fetch(post("/rpc/stamp", { batch: "three-max", count: 3 }, prefer)));
+      expect(res.status).toBe(400);
+      expect(res.json).toEqual({ code: "PGRST124", details: "The query affects 3 rows", hint: null, message: "Query result exceeds max-affected preference constraint" });
+      expect(await stamped("three-max")).toBe(0);
+      const within = await stamping.fetch(post("/rpc/stamp", { batch: "two-max", count: 2 }, prefer));
+      expect(within.status).toBe(200);
+      expect(await stamped("two-max")).toBe(2);
+    });
   });
 });
