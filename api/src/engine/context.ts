@@ -12,6 +12,7 @@ import { headersForGuc, parseCookies } from "./request";
 import type { SchemaCache } from "./schema-cache";
 import { runInRequestTransaction, type ConnectionLanes, type RequestSettings, type TransactionEnd } from "./transaction";
 import type { PendingQuery, Row } from "postgres";
+import type { ReadRow } from "./query";
 
 export interface EngineRuntime {
   readonly config: EngineConfig;
@@ -79,4 +80,35 @@ export function runRequest<T>(
     main,
     end,
   );
+}
+
+/** PostgREST's 406 for `Accept: application/vnd.pgrst.object+json` when the result is not one row. */
+export function notSingular(pageTotal: number): ApiError {
+  return new ApiError(406, "PGRST116", "Cannot coerce the result to a single JSON object", `The result contains ${pageTotal} rows`);
+}
+
+/**
+ * Runs the request's statement and returns its one row (turned into a ReadRow by `read`).
+ * `refusal` says why a row cannot be answered (a singular response with other than one row, a
+ * max-affected overrun): such a request's transaction is rolled back, then the refusal thrown.
+ * The row is read and judged once, whether or not the verdict decided the end of the transaction.
+ */
+export async function runForRow(
+  rt: EngineRuntime,
+  req: EngineRequest,
+  readOnly: boolean,
+  main: (tx: Sql) => PendingQuery<Row[]>,
+  commit: boolean,
+  read: (rows: Row[]) => ReadRow,
+  refusal?: (row: ReadRow) => ApiError | undefined,
+): Promise<ReadRow> {
+  let judged: { row: ReadRow; refused: ApiError | undefined } | undefined;
+  const judge = (rows: Row[]) => {
+    const row = read(rows);
+    return (judged = { row, refused: refusal?.(row) });
+  };
+  const rows = await runRequest<Row[]>(rt, req, readOnly, main, refusal ? (r) => commit && judge(r).refused === undefined : commit);
+  const { row, refused } = judged ?? judge(rows);
+  if (refused) throw refused;
+  return row;
 }

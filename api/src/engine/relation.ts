@@ -5,9 +5,8 @@
  * anonymous role, 403 otherwise, mapped by the engine's error path). Writes, embedding, spread
  * and aggregates are answered with PostgREST-shaped errors naming what the engine does not do.
  */
-import type { Row } from "postgres";
 import { ApiError } from "./errors";
-import { commitRequested, runRequest, type EngineRequest, type EngineRuntime } from "./context";
+import { commitRequested, notSingular, runForRow, type EngineRequest, type EngineRuntime } from "./context";
 import {
   buildReadSql, negotiateRead, parseReadQuery, qualified, rangeErrorResponse, rangeOutcome, UnsafeCastError,
   type ReadQuery, type ReadRow,
@@ -98,23 +97,16 @@ export async function handleRelation(rt: EngineRuntime, req: EngineRequest, name
   }
 
   const singular = media.shape === "single";
-  const refuse = (row: ReadRow): ApiError | undefined => {
-    const pageTotal = Number(row.page_total);
-    return singular && pageTotal !== 1
-      ? new ApiError(406, "PGRST116", "Cannot coerce the result to a single JSON object", `The result contains ${pageTotal} rows`)
-      : undefined;
-  };
   const { commit, applied } = commitRequested(rt.config, req.prefer);
-  const rows = await runRequest<Row[]>(
+  const row = await runForRow(
     rt,
     req,
     true,
     (tx) => tx.unsafe(built.text, built.values as never[], { prepare: true }),
-    singular ? (r) => commit && refuse(r[0] as ReadRow) === undefined : commit,
+    commit,
+    (rows) => rows[0] as ReadRow,
+    singular ? (r) => (Number(r.page_total) === 1 ? undefined : notSingular(Number(r.page_total))) : undefined,
   );
-  const row = rows[0] as ReadRow;
-  const refused = refuse(row);
-  if (refused) throw refused;
 
   const total = row.total_result_set === null ? null : Number(row.total_result_set);
   const outcome = rangeOutcome(query.range, Number(row.page_total), total);

@@ -7,7 +7,7 @@
  */
 import type { Row } from "postgres";
 import { ApiError } from "./errors";
-import { commitRequested, runRequest, type EngineRequest, type EngineRuntime } from "./context";
+import { commitRequested, notSingular, runForRow, type EngineRequest, type EngineRuntime } from "./context";
 import { FuzzySet } from "./fuzzy";
 import {
   buildReadSql, decodeQueryString, negotiateRead, parseReadQuery, rangeOutcome,
@@ -84,31 +84,26 @@ export async function handleRpc(rt: EngineRuntime, req: EngineRequest, functionN
   const { commit, applied } = commitRequested(rt.config, req.prefer);
   const singular = media.shape === "single" && routine.returnsSet;
   const maxAffected = req.prefer.handling === "strict" ? req.prefer.maxAffected : undefined;
-  const needsCheck = singular || maxAffected !== undefined;
   const readOnly = isRead || routine.volatility !== "volatile";
-  const readRow = (rows: Row[]): ReadRow => (scalarCall ? scalarRow(rows[0]!) : rows[0] as ReadRow);
-  const checkRow = (row: ReadRow): ApiError | undefined => {
+  const refusal = (row: ReadRow): ApiError | undefined => {
     const pageTotal = Number(row.page_total);
-    if (singular && pageTotal !== 1) {
-      return new ApiError(406, "PGRST116", "Cannot coerce the result to a single JSON object", `The result contains ${pageTotal} rows`);
-    }
+    if (singular && pageTotal !== 1) return notSingular(pageTotal);
     if (maxAffected !== undefined && pageTotal > maxAffected) {
       return new ApiError(400, "PGRST124", "Query result exceeds max-affected preference constraint", `The query affects ${pageTotal} rows`);
     }
     return undefined;
   };
-  const rowsOut = await runRequest<Row[]>(
+  const row = await runForRow(
     rt,
     req,
     readOnly,
     // Plain calls are prepared once per connection; shaped ones (select/filters/order, whose
     // aliases make the SQL text open-ended) are not, so clients cannot grow the statement cache.
     (tx) => tx.unsafe(built.text, built.values as never[], { prepare: isPlainRead(shaped) }),
-    needsCheck ? (r) => commit && checkRow(readRow(r)) === undefined : commit,
+    commit,
+    (rows) => (scalarCall ? scalarRow(rows[0]!) : rows[0] as ReadRow),
+    singular || maxAffected !== undefined ? refusal : undefined,
   );
-  const row = readRow(rowsOut);
-  const refused = checkRow(row);
-  if (refused) throw refused;
 
   const total = row.total_result_set === null ? null : Number(row.total_result_set);
   const outcome = rangeOutcome(shaped.range, Number(row.page_total), total);
