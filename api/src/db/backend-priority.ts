@@ -5,6 +5,7 @@
  */
 import { writeFileSync } from "node:fs";
 import { setPriority } from "node:os";
+import { isLocalSocket } from "./connection";
 
 /**
  * Lowers a backend's CPU priority. PostgreSQL starts every backend in a session of its own, and
@@ -39,4 +40,12 @@ export function batchScheduling(pid: number): void {
   } catch {
     // chrt is not installed: scheduling stays as it is.
   }
+}
+
+/**
+ * An engine's onBackend hook: SCHED_BATCH when it is wanted and PostgreSQL runs on this machine
+ * (a Unix socket URL); a remote server's processes are not ours to schedule.
+ */
+export function localBatchScheduling(url: string | undefined, wanted: boolean): ((pid: number) => void) | undefined {
+  return wanted && url !== undefined && isLocalSocket(url) ? batchScheduling : undefined;
 }

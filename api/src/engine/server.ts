@@ -4,15 +4,13 @@
  * Like the API's embedded engine, it runs a local PostgreSQL's backends (Unix socket URL) under
  * SCHED_BATCH unless DB_BACKEND_BATCH=false.
  */
-import { batchScheduling } from "../db/backend-priority";
-import { isLocalSocket } from "../db/connection";
+import { localBatchScheduling } from "../db/backend-priority";
 import { bool } from "./config";
 import { createEngine, engineConfigFromEnv } from "./index";
 
 const config = engineConfigFromEnv(process.env);
-const url = config.dbUri ?? process.env.DATABASE_URL;
-const batch = (bool("DB_BACKEND_BATCH", process.env.DB_BACKEND_BATCH) ?? true) && url !== undefined && isLocalSocket(url);
-const engine = await createEngine(config, { databaseUrl: process.env.DATABASE_URL, onBackend: batch ? batchScheduling : undefined });
+const onBackend = localBatchScheduling(config.dbUri ?? process.env.DATABASE_URL, bool("DB_BACKEND_BATCH", process.env.DB_BACKEND_BATCH) ?? true);
+const engine = await createEngine(config, { databaseUrl: process.env.DATABASE_URL, onBackend });
 const server = Bun.serve({
   hostname: config.serverHost,
   port: config.serverPort,

@@ -1,5 +1,5 @@
 import type { ApiConfig } from "../config";
-import { batchScheduling, lowerPriority } from "../db/backend-priority";
+import { localBatchScheduling, lowerPriority } from "../db/backend-priority";
 import { isLocalSocket } from "../db/connection";
 import { createEngine } from "../engine";
 import { engineConfigFromEnv } from "../engine/config";
@@ -51,8 +51,8 @@ export async function selectUpstream(config: ApiConfig, env: Record<string, stri
   const engineConfig = engineConfigFromEnv(engineEnv);
   // Scheduling of the backends only where they run on this machine (a Unix socket URL).
   const local = isLocalSocket(engineConfig.dbUri ?? databaseUrl);
-  const batch = local && config.backendBatchScheduling;
-  const engine = await createEngine(engineConfig, { databaseUrl, onBackend: batch ? batchScheduling : undefined });
+  const batch = localBatchScheduling(engineConfig.dbUri ?? databaseUrl, config.backendBatchScheduling);
+  const engine = await createEngine(engineConfig, { databaseUrl, onBackend: batch });
   const nice = config.admission.signInBackendNice;
   if (nice === 0 || !local) return { url: ENGINE_URL, fetch: engineFetch(engine), kind: "engine", close: () => engine.close() };
 
@@ -63,7 +63,7 @@ export async function selectUpstream(config: ApiConfig, env: Record<string, stri
       applicationName: "autoaudit-engine-hashing",
       onBackend: (pid) => {
         lowerPriority(pid, nice);
-        if (batch) batchScheduling(pid);
+        batch?.(pid);
       },
     },
   );
