@@ -3,8 +3,9 @@
  * (`engine.fetch(POST /rpc/validate_token)`: anonymous request, transaction, role switch,
  * request GUCs, body rendered by PostgreSQL) and the same function called directly in SQL on
  * the same pool, 32 concurrent callers each, one after the other in one run. A third line runs
- * the direct SQL inside the transaction PostgREST wraps around every request (BEGIN, role and
- * GUCs, COMMIT), to tell the database-side cost of that wrapping from the engine's own code.
+ * the direct SQL inside the request transaction the engine wraps around every request (role and
+ * request GUCs, read only, the call, commit: PostgREST's transaction, sent as one exchange), to
+ * tell the cost of that wrapping from the engine's own code.
  *
  *   bun run bench:engine                 # embedded PostgreSQL, migrated, thrown away after
  *   DATABASE_URL=postgres://… bun run bench:engine   # an existing migrated database (superuser URL)
@@ -92,9 +93,9 @@ async function measureAll(adminUrl: string, appUrl: string, seconds = SECONDS, w
       const rows = await sql`select api.validate_token(${"bench-token-that-does-not-exist"})::text as body`;
       if (!rows[0]?.body) throw new Error("direct call returned nothing");
     }, seconds, warmupMs);
-    // The same call wrapped the way PostgREST wraps every request (BEGIN, role and request GUCs,
-    // the call, COMMIT), without the engine's HTTP handling: separates the database-side cost of
-    // the transaction from what the engine's own code adds.
+    // The same call in the request transaction (role and request GUCs, read only, the call,
+    // commit), without the engine's HTTP handling: separates the cost of the transaction from
+    // what the engine's own code adds.
     const lanes = new ConnectionLanes(sql, POOL);
     const settings = {
       role: "anon", claims: { role: "anon" }, method: "POST", path: "/rpc/validate_token",
@@ -103,7 +104,7 @@ async function measureAll(adminUrl: string, appUrl: string, seconds = SECONDS, w
     log("engine rpc: SQL in the request transaction");
     const inTransaction = await run("SQL in tx", async () => {
       const rows = await runInRequestTransaction(lanes, settings, { readOnly: true, acquisitionTimeoutSeconds: 10 },
-        (tx) => tx`select api.validate_token(${"bench-token-that-does-not-exist"})::text as body`, true);
+        { text: "select api.validate_token($1)::text as body", values: ["bench-token-that-does-not-exist"], prepare: true }, true);
       if (!rows[0]?.body) throw new Error("transaction call returned nothing");
     }, seconds, warmupMs);
     lanes.close();

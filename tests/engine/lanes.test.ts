@@ -29,7 +29,7 @@ afterAll(async () => {
 /** `n` concurrent request transactions that each hold their connection briefly; the backend pid of each. */
 async function pidOf(holdSeconds: number): Promise<number> {
   const rows = await runInRequestTransaction(lanes, settings, { readOnly: true, acquisitionTimeoutSeconds: 10 },
-    (tx) => tx`select pg_backend_pid() as pid from pg_sleep(${holdSeconds})`, true);
+    { text: "select pg_backend_pid() as pid from pg_sleep($1)", values: [holdSeconds], prepare: true }, true);
   return Number(rows[0]!.pid);
 }
 

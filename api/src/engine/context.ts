@@ -10,8 +10,8 @@ import type { AuthResult } from "./jwt";
 import type { Preferences } from "./request";
 import { headersForGuc, parseCookies } from "./request";
 import type { SchemaCache } from "./schema-cache";
-import { runInRequestTransaction, type ConnectionLanes, type RequestSettings, type TransactionEnd } from "./transaction";
-import type { PendingQuery, Row } from "postgres";
+import { runInRequestTransaction, type ConnectionLanes, type RequestSettings, type Statement, type TransactionEnd } from "./transaction";
+import type { Row } from "postgres";
 import type { ReadRow } from "./query";
 
 export interface EngineRuntime {
@@ -66,13 +66,13 @@ export function commitRequested(config: EngineConfig, prefer: Preferences): { co
 }
 
 /** The request's transaction with everything PostgREST does around the caller's statement. */
-export function runRequest<T>(
+export function runRequest(
   rt: EngineRuntime,
   req: EngineRequest,
   readOnly: boolean,
-  main: (tx: Sql) => PendingQuery<Row[]> | Promise<T>,
-  end: TransactionEnd<T>,
-): Promise<T> {
+  main: Statement,
+  end: TransactionEnd<Row[]>,
+): Promise<Row[]> {
   return runInRequestTransaction(
     rt.lanes,
     requestSettings(rt, req),
@@ -97,7 +97,7 @@ export async function runForRow(
   rt: EngineRuntime,
   req: EngineRequest,
   readOnly: boolean,
-  main: (tx: Sql) => PendingQuery<Row[]>,
+  main: Statement,
   commit: boolean,
   read: (rows: Row[]) => ReadRow,
   refusal?: (row: ReadRow) => ApiError | undefined,
@@ -107,7 +107,7 @@ export async function runForRow(
     const row = read(rows);
     return (judged = { row, refused: refusal?.(row) });
   };
-  const rows = await runRequest<Row[]>(rt, req, readOnly, main, refusal ? (r) => commit && judge(r).refused === undefined : commit);
+  const rows = await runRequest(rt, req, readOnly, main, refusal ? (r) => commit && judge(r).refused === undefined : commit);
   const { row, refused } = judged ?? judge(rows);
   if (refused) throw refused;
   return row;

@@ -99,7 +99,7 @@ export async function handleRpc(rt: EngineRuntime, req: EngineRequest, functionN
     readOnly,
     // Plain calls are prepared once per connection; shaped ones (select/filters/order, whose
     // aliases make the SQL text open-ended) are not, so clients cannot grow the statement cache.
-    (tx) => tx.unsafe(built.text, built.values as never[], { prepare: isPlainRead(shaped) }),
+    { text: built.text, values: built.values, prepare: isPlainRead(shaped) },
     commit,
     (rows) => (scalarCall ? scalarRow(rows[0]!) : rows[0] as ReadRow),
     singular || maxAffected !== undefined ? refusal : undefined,

@@ -1,10 +1,18 @@
 /**
- * One transaction per request, as PostgREST runs it: BEGIN (read only for reads), the request
- * GUCs and the role in one set_config statement, the pre-request function, the caller's
- * statement, then COMMIT or ROLLBACK. All of it is pipelined on one reserved connection, so a
- * request costs one network round trip when the end of the transaction is known up front.
+ * One transaction per request, as PostgREST runs it: read only for reads, the request GUCs and
+ * the role in one set_config statement, the pre-request function, the caller's statement, then
+ * COMMIT or ROLLBACK, on one reserved connection shared by pipelined requests.
+ *
+ * A request that commits (the usual case) sends it all as one protocol exchange: the settings
+ * and the pre-request call as a prelude of the caller's statement (patches/postgres@3.4.9.patch)
+ * with no Sync between them, so they run in one implicit transaction that the Sync commits, or
+ * rolls back when any of them fails. That is the transaction PostgREST's BEGIN ISOLATION LEVEL
+ * READ COMMITTED [READ ONLY] … COMMIT opens (read only set by the settings statement), where the
+ * connection's default isolation is read committed, without the two statements and their round
+ * of protocol work. A request whose end depends on its result (or that rolls back) uses BEGIN
+ * … COMMIT/ROLLBACK, as does any connection whose default isolation is another one.
  */
-import type { PendingQuery, Row, Sql } from "postgres";
+import type { Row, Sql } from "postgres";
 import { ApiError } from "./errors";
 import { isConnectionError } from "./pg-errors";
 import { quoteQualified } from "./sql-ident";
@@ -44,6 +52,14 @@ export type TransactionEnd<T> = boolean | ((result: T) => boolean);
 
 export type ReservedSql = Sql & { release(): void };
 
+/** The caller's statement: its text with $n placeholders, and its values. */
+export interface Statement {
+  text: string;
+  values: readonly unknown[];
+  /** Prepared once per connection (a fixed text), or parsed each time (open-ended texts). */
+  prepare: boolean;
+}
+
 // Prepared once per connection: each request then sends only Bind/Execute for them.
 const PREPARED = { prepare: true };
 const BEGIN = "begin isolation level read committed";
@@ -60,6 +76,8 @@ interface Lane {
   broken: boolean;
   /** When a request last finished on this connection, or when it last got work while idle. */
   progressAt: number;
+  /** Its default isolation was read committed when it opened, so an implicit transaction is PostgREST's. */
+  implicitTransactions: boolean;
 }
 
 /** A busy connection that has finished nothing for this long gets no more requests queued on it. */
@@ -179,7 +197,7 @@ export class ConnectionLanes {
       this.onConnectionLost();
     }, this.probeTimeoutMs);
     (this.sql.reserve() as Promise<ReservedSql>).then((conn) => {
-      conn`select pg_backend_pid() as pid`.then(
+      conn`select pg_backend_pid() as pid, current_setting('default_transaction_isolation') as isolation`.then(
         ([row]) => {
           if (settled) return; // given up on: it belongs to a pool being replaced
           settled = true;
@@ -194,7 +212,10 @@ export class ConnectionLanes {
           } catch {
             // A hook that fails (e.g. not allowed to renice) leaves the connection as it is.
           }
-          this.lanes.push({ conn, inflight: 0, exclusive: false, broken: false, progressAt: performance.now() });
+          this.lanes.push({
+            conn, inflight: 0, exclusive: false, broken: false, progressAt: performance.now(),
+            implicitTransactions: row?.isolation === "read committed",
+          });
           this.wake();
         },
         (error) => failed(error),
@@ -236,65 +257,90 @@ export class ConnectionLanes {
   }
 }
 
-function settingsQuery(tx: Sql, s: RequestSettings): PendingQuery<Row[]> {
-  const claims = JSON.stringify(s.claims);
-  const headers = JSON.stringify(s.headers);
-  const cookies = JSON.stringify(s.cookies);
-  const searchPath = quoteSearchPath(s.searchPath);
-  return s.role === undefined
-    ? tx`select set_config('search_path', ${searchPath}, true), set_config('request.jwt.claims', ${claims}, true),
-                set_config('request.method', ${s.method}, true), set_config('request.path', ${s.path}, true),
-                set_config('request.headers', ${headers}, true), set_config('request.cookies', ${cookies}, true)`
-    : tx`select set_config('search_path', ${searchPath}, true), set_config('role', ${s.role}, true),
-                set_config('request.jwt.claims', ${claims}, true),
-                set_config('request.method', ${s.method}, true), set_config('request.path', ${s.path}, true),
-                set_config('request.headers', ${headers}, true), set_config('request.cookies', ${cookies}, true)`;
+/**
+ * The request GUCs in one statement, in PostgREST's order. `readOnly` adds transaction_read_only
+ * for a transaction that was not opened with BEGIN … READ ONLY (turning it on is allowed at any
+ * point of a transaction).
+ */
+function settingsStatement(s: RequestSettings, readOnly: boolean): { text: string; values: string[] } {
+  const values = [quoteSearchPath(s.searchPath)];
+  const sets = ["set_config('search_path', $1, true)"];
+  const set = (name: string, value: string) => {
+    values.push(value);
+    sets.push(`set_config('${name}', $${values.length}, true)`);
+  };
+  if (s.role !== undefined) set("role", s.role);
+  set("request.jwt.claims", JSON.stringify(s.claims));
+  set("request.method", s.method);
+  set("request.path", s.path);
+  set("request.headers", JSON.stringify(s.headers));
+  set("request.cookies", JSON.stringify(s.cookies));
+  if (readOnly) sets.push("set_config('transaction_read_only', 'on', true)");
+  return { text: `select ${sets.join(", ")}`, values };
 }
 
-/**
- * Runs `main` inside the request's transaction. `main` must issue its query synchronously
- * (return the pending query) so it joins the pipeline.
- */
-export async function runInRequestTransaction<T>(
+/** Runs the caller's statement inside the request's transaction and returns its rows. */
+export async function runInRequestTransaction(
   lanes: ConnectionLanes,
   settings: RequestSettings,
   options: TransactionOptions,
-  main: (tx: Sql) => PendingQuery<Row[]> | Promise<T>,
-  end: TransactionEnd<T>,
-): Promise<T> {
+  main: Statement,
+  end: TransactionEnd<Row[]>,
+): Promise<Row[]> {
   const exclusive = options.exclusive === true || typeof end !== "boolean";
   const lane = await lanes.acquire(exclusive, options.acquisitionTimeoutSeconds);
-  const tx = lane.conn;
   let broken = false;
+  try {
+    return end === true && lane.implicitTransactions
+      ? await inImplicitTransaction(lane.conn, settings, options, main)
+      : await inTransactionBlock(lane.conn, settings, options, main, end);
+  } catch (e) {
+    if (isConnectionError(e)) broken = true;
+    throw e;
+  } finally {
+    lanes.release(lane, exclusive, broken);
+  }
+}
+
+function inImplicitTransaction(tx: ReservedSql, settings: RequestSettings, options: TransactionOptions, main: Statement): Promise<Row[]> {
+  const prelude = [settingsStatement(settings, options.readOnly)];
+  if (options.preRequest) prelude.push({ text: `select ${quoteQualified(options.preRequest)}()`, values: [] });
+  // `prelude` is the patch's query option (not in postgres.js's types).
+  return tx.unsafe(main.text, main.values as never[], { prepare: main.prepare, prelude } as { prepare: boolean });
+}
+
+async function inTransactionBlock(
+  tx: ReservedSql,
+  settings: RequestSettings,
+  options: TransactionOptions,
+  main: Statement,
+  end: TransactionEnd<Row[]>,
+): Promise<Row[]> {
   let ended = false;
   try {
-    const steps: Promise<unknown>[] = [];
-    steps.push(tx.unsafe(options.readOnly ? BEGIN_READ_ONLY : BEGIN, [], PREPARED).execute());
-    steps.push(settingsQuery(tx, settings).execute());
+    const { text, values } = settingsStatement(settings, false);
+    const steps: Promise<unknown>[] = [
+      tx.unsafe(options.readOnly ? BEGIN_READ_ONLY : BEGIN, [], PREPARED).execute(),
+      tx.unsafe(text, values, PREPARED).execute(),
+    ];
     if (options.preRequest) steps.push(tx.unsafe(`select ${quoteQualified(options.preRequest)}()`).execute());
-    const pendingMain = main(tx);
-    if ("execute" in pendingMain && typeof pendingMain.execute === "function") pendingMain.execute();
-    steps.push(pendingMain as Promise<unknown>);
+    steps.push(tx.unsafe(main.text, main.values as never[], { prepare: main.prepare }).execute());
     let endStep: Promise<unknown> | undefined;
+    let endError: unknown;
     if (typeof end === "boolean") {
       // Handled at once: a lost connection rejects every queued statement together, and a
       // rejection whose handler is attached only after the others settle counts as unhandled.
       endStep = tx.unsafe(end ? "commit" : "rollback", [], PREPARED).execute()
-        .catch((e) => { if (isConnectionError(e)) broken = true; });
+        .then(() => {}, (e) => { endError = e; });
       ended = true;
     }
     const settled = await Promise.allSettled(steps);
     if (endStep) await endStep;
     const failure = settled.find((s): s is PromiseRejectedResult => s.status === "rejected");
-    if (failure) {
-      if (isConnectionError(failure.reason)) broken = true;
-      if (!ended && !broken) {
-        ended = true;
-        await tx.unsafe("rollback").catch(() => {});
-      }
-      throw failure.reason;
-    }
-    const result = (settled[settled.length - 1] as PromiseFulfilledResult<T>).value;
+    if (failure) throw failure.reason;
+    // COMMIT itself can fail (a deferred constraint, a lost connection): then nothing was kept.
+    if (endError !== undefined) throw endError;
+    const result = (settled[settled.length - 1] as PromiseFulfilledResult<Row[]>).value;
     if (typeof end === "function") {
       const commit = end(result);
       ended = true;
@@ -302,10 +348,7 @@ export async function runInRequestTransaction<T>(
     }
     return result;
   } catch (e) {
-    if (isConnectionError(e)) broken = true;
-    if (!ended && !broken) await tx.unsafe("rollback").catch(() => {});
+    if (!ended && !isConnectionError(e)) await tx.unsafe("rollback").catch(() => {});
     throw e;
-  } finally {
-    lanes.release(lane, exclusive, broken);
   }
 }
