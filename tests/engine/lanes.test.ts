@@ -63,3 +63,25 @@ describe("request connections", () => {
     expect(quick[0]).not.toBe(await slow);
   });
 });
+
+describe("prepared statements of request-shaped texts", () => {
+  test("only the first distinct texts up to the bound are prepared; the rest run unprepared", async () => {
+    const BOUND = 3;
+    const bounded = new ConnectionLanes(sql, 1, undefined, undefined, DEPTH, BOUND);
+    try {
+      const marker = `bound_${Date.now()}`;
+      const run = (text: string) =>
+        runInRequestTransaction(bounded, settings, { readOnly: true, acquisitionTimeoutSeconds: 10 },
+          { text, values: [], prepare: bounded.preparable(text) }, true);
+      // Seven distinct texts (as varied aliases would make), then the first again.
+      const texts = Array.from({ length: 7 }, (_, i) => `select ${i} as "${marker}_${i}"`);
+      for (const text of [...texts, texts[0]!]) await run(text);
+      const [row] = await run(`select count(*)::int as n from pg_prepared_statements where statement like '%${marker}%' and statement not like '%pg_prepared_statements%'`);
+      expect(row!.n).toBe(BOUND);
+      expect(bounded.preparable(texts[0]!)).toBe(true);
+      expect(bounded.preparable(texts[6]!)).toBe(false);
+    } finally {
+      bounded.close();
+    }
+  });
+});

@@ -115,7 +115,25 @@ export class ConnectionLanes {
     private readonly onBackend: (pid: number) => void = () => {},
     /** Requests queued on one connection before another is preferred or callers wait. */
     private readonly depth = 16,
+    /** Distinct request-shaped statement texts prepared at most (see preparable). */
+    private readonly preparedTexts = 200,
   ) {}
+
+  private readonly prepared = new Set<string>();
+
+  /**
+   * Whether a statement whose text depends on the request (select lists, aliases, filters, `in`
+   * lists, order) may be prepared. postgres.js keeps a connection's prepared statements until the
+   * connection closes, so only the first `preparedTexts` distinct texts are: the shapes clients
+   * use get their plans kept, and a client that varies its aliases cannot grow every backend's
+   * memory without bound (the rest are parsed and planned per request).
+   */
+  preparable(text: string): boolean {
+    if (this.prepared.has(text)) return true;
+    if (this.prepared.size >= this.preparedTexts) return false;
+    this.prepared.add(text);
+    return true;
+  }
 
   /**
    * The busiest connection that still has room and is making progress. Packing requests onto
