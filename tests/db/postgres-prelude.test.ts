@@ -47,6 +47,8 @@ describe("prelude statements", () => {
     expect(await withPrelude(`${readX}, $1::int as n`, [1], setX("first"))).toEqual([{ x: "first", n: 1 }] as never);
     // A query without parameters (unsafe() would otherwise use the simple protocol), not prepared.
     expect(await withPrelude(readX, [], setX("second"), false)).toEqual([{ x: "second" }] as never);
+    // Not prepared, with parameters: postgres.js describes it first, then binds it, in the same exchange.
+    expect(await withPrelude(`${readX}, $1::int as n`, [3], setX("third"), false)).toEqual([{ x: "third", n: 3 }] as never);
     // The setting was local to that transaction: the next query does not see it.
     expect(await conn.unsafe(readX, [], { prepare: true })).toEqual([{ x: "" }] as never);
   });
