@@ -297,6 +297,9 @@ function settingsStatement(s: RequestSettings, readOnly: boolean): { text: strin
   return { text: `select ${sets.join(", ")}`, values };
 }
 
+/** The call of PGRST_DB_PRE_REQUEST's function. */
+const preRequestCall = (fn: string) => `select ${quoteQualified(fn)}()`;
+
 /** Runs the caller's statement inside the request's transaction and returns its rows. */
 export async function runInRequestTransaction(
   lanes: ConnectionLanes,
@@ -322,7 +325,7 @@ export async function runInRequestTransaction(
 
 function inImplicitTransaction(tx: ReservedSql, settings: RequestSettings, options: TransactionOptions, main: Statement): Promise<Row[]> {
   const prelude = [settingsStatement(settings, options.readOnly)];
-  if (options.preRequest) prelude.push({ text: `select ${quoteQualified(options.preRequest)}()`, values: [] });
+  if (options.preRequest) prelude.push({ text: preRequestCall(options.preRequest), values: [] });
   // `prelude` is the patch's query option (not in postgres.js's types).
   return tx.unsafe(main.text, main.values as never[], { prepare: main.prepare, prelude } as { prepare: boolean });
 }
@@ -341,7 +344,7 @@ async function inTransactionBlock(
       tx.unsafe(options.readOnly ? BEGIN_READ_ONLY : BEGIN, [], PREPARED).execute(),
       tx.unsafe(text, values, PREPARED).execute(),
     ];
-    if (options.preRequest) steps.push(tx.unsafe(`select ${quoteQualified(options.preRequest)}()`).execute());
+    if (options.preRequest) steps.push(tx.unsafe(preRequestCall(options.preRequest)).execute());
     steps.push(tx.unsafe(main.text, main.values as never[], { prepare: main.prepare }).execute());
     let endStep: Promise<unknown> | undefined;
     let endError: unknown;
