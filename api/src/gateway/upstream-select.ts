@@ -50,8 +50,9 @@ export async function selectUpstream(config: ApiConfig, env: Record<string, stri
   const databaseUrl = env.PGRST_DB_URI?.trim() || config.databaseUrl;
   const engineConfig = engineConfigFromEnv(engineEnv);
   // Scheduling of the backends only where they run on this machine (a Unix socket URL).
-  const local = isLocalSocket(engineConfig.dbUri ?? databaseUrl);
-  const batch = localBatchScheduling(engineConfig.dbUri ?? databaseUrl, config.backendBatchScheduling);
+  const engineDatabase = engineConfig.dbUri ?? databaseUrl;
+  const local = isLocalSocket(engineDatabase);
+  const batch = localBatchScheduling(engineDatabase, config.backendBatchScheduling);
   const engine = await createEngine(engineConfig, { databaseUrl, onBackend: batch });
   const nice = config.admission.signInBackendNice;
   if (nice === 0 || !local) return { url: ENGINE_URL, fetch: engineFetch(engine), kind: "engine", close: () => engine.close() };
