@@ -25,7 +25,7 @@ export async function startApi(config: ApiConfig, env: Record<string, string | u
     // A little above the gateway's own limit, so the gateway answers 413 in PostgREST's shape.
     maxRequestBodySize: config.maxBodyBytes + 64 * 1024,
     idleTimeout: 30,
-    fetch: (request, srv) => gateway.handle(request, { clientIp: srv.requestIP(request)?.address }),
+    fetch: (request, srv) => gateway.handle(request, { clientIp: () => srv.requestIP(request)?.address }),
   });
   const host = config.host === "0.0.0.0" ? "127.0.0.1" : config.host;
   return {

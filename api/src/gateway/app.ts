@@ -27,8 +27,11 @@ export interface GatewayOptions {
 }
 
 export interface RequestInfo {
-  /** The peer address as the server saw it (X-Forwarded-For is used only with TRUST_PROXY). */
-  clientIp?: string;
+  /**
+   * The peer address as the server saw it (X-Forwarded-For is used only with TRUST_PROXY),
+   * asked for only by the requests that use it (sign-in limits, the log line).
+   */
+  clientIp?: () => string | undefined;
 }
 
 export interface Gateway {
@@ -64,9 +67,10 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   if (!redis) log({ event: "redis_not_configured", detail: "cache, rate limits and session state are kept in this process only" });
 
   const breaker = new DatabaseBreaker(() => withDeadline(sql`select 1`, 1000), 250, log);
-  const upstream = new Upstream(options.upstream.url, options.upstream.fetch, config.upstreamTimeoutMs, breaker);
+  const upstreamOptions = { timeoutMs: config.upstreamTimeoutMs, buffered: options.upstream.kind === "engine", breaker };
+  const upstream = new Upstream(options.upstream.url, options.upstream.fetch, upstreamOptions);
   const hashing = options.upstream.hashing;
-  const hashingUpstream = hashing ? new Upstream(hashing.url, hashing.fetch, config.upstreamTimeoutMs, breaker) : undefined;
+  const hashingUpstream = hashing ? new Upstream(hashing.url, hashing.fetch, upstreamOptions) : undefined;
   const jwt = new JwtService(config.jwt.secret, config.jwt.audience, config.jwt.accessTokenTtlSeconds);
   const askDatabase = async (token: string) => {
     const response = await upstream.send({
@@ -94,15 +98,12 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   const cors = new Cors(config.corsOrigins);
   const notesOf = new WeakMap<Request, RequestNotes>();
 
-  const guarded = async (work: () => Promise<Response>): Promise<Response> => {
-    try {
-      return await work();
-    } catch (error) {
-      return errorResponse(error, log);
-    }
-  };
-
   const app = new Elysia()
+    // First: Elysia applies a hook only to the routes registered after it.
+    .onError(({ code, error, request }) => {
+      if (code === "NOT_FOUND") return gatewayErrors.notFound(new URL(request.url).pathname).toResponse();
+      return errorResponse(error, log);
+    })
     .get("/health", () =>
       healthReport({
         sql,
@@ -121,22 +122,19 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
       return Response.json(buildOpenApi(catalog.all(), { defaultSchema: config.schemas[0]!, version: options.version ?? "0.1.0" }));
     })
     .get(`${DOCS_ASSET_PREFIX}:file`, ({ params, request }) => docsAsset(params.file) ?? gatewayErrors.notFound(new URL(request.url).pathname).toResponse())
-    .all("/rpc/:fn", ({ request, params }) => guarded(() => rpc.rpc(request, params.fn, notesOf.get(request) ?? {})), { parse: "none" })
-    .all("/:relation", ({ request, params }) => guarded(() => rpc.relation(request, params.relation)), { parse: "none" })
-    .onError(({ code, request }) => {
-      if (code === "NOT_FOUND") return gatewayErrors.notFound(new URL(request.url).pathname).toResponse();
-      return gatewayErrors.internal().toResponse();
-    });
+    .all("/rpc/:fn", ({ request, params }) => rpc.rpc(request, params.fn, notesOf.get(request) ?? {}), { parse: "none" })
+    .all("/:relation", ({ request, params }) => rpc.relation(request, params.relation), { parse: "none" });
 
   async function handle(incomingRequest: Request, info: RequestInfo = {}): Promise<Response> {
     const started = performance.now();
     const request = withRoutableUrl(incomingRequest);
     const incoming = request.headers.get("x-request-id");
     const requestId = incoming && REQUEST_ID.test(incoming) ? incoming : crypto.randomUUID();
-    const notes: RequestNotes = { clientIp: clientIp(request, info, config.trustProxy) };
+    const notes: RequestNotes = { clientIp: () => clientIp(request, info, config.trustProxy) };
     notesOf.set(request, notes);
 
-    let response = cors.preflight(request) ?? (await guarded(() => app.handle(request)));
+    // Route errors are answered by onError; this catch is for Elysia's own failures.
+    let response = cors.preflight(request) ?? (await app.handle(request).catch((error: unknown) => errorResponse(error, log)));
     try {
       response.headers.set("X-Request-Id", requestId);
     } catch {
@@ -148,6 +146,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
 
     if (config.logRequests) {
       const path = request.url.slice(request.url.indexOf("/", 8)).split("?")[0];
+      const ip = notes.clientIp?.();
       log({
         event: "request",
         method: request.method,
@@ -156,7 +155,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
         duration_ms: Math.round((performance.now() - started) * 100) / 100,
         request_id: requestId,
         ...(notes.cache ? { cache: notes.cache } : {}),
-        ...(notes.clientIp ? { client_ip: notes.clientIp } : {}),
+        ...(ip ? { client_ip: ip } : {}),
       });
     }
     return response;
@@ -199,7 +198,7 @@ function clientIp(request: Request, info: RequestInfo, trustProxy: boolean): str
     const forwarded = request.headers.get("x-forwarded-for")?.split(",").at(-1)?.trim();
     if (forwarded) return forwarded;
   }
-  return info.clientIp;
+  return info.clientIp?.();
 }
 
 function fromUpstreamError(status: number, error: { code?: string; message?: string; details?: string | null; hint?: string | null } | null): ApiError {

@@ -8,12 +8,13 @@ import { gatewayErrors } from "./errors";
 import type { JwtService, VerifiedToken } from "./jwt";
 import type { RateLimiter } from "./rate-limit";
 import type { SessionGuard } from "./sessions";
-import { UpstreamFailure, type Upstream, type UpstreamResponse } from "./upstream";
+import { UpstreamFailure, type Upstream, type UpstreamRequest, type UpstreamResponse } from "./upstream";
 
 /** What the request envelope learns while handling one request (for the log line). */
 export interface RequestNotes {
   cache?: "HIT" | "MISS" | "BYPASS";
-  clientIp?: string;
+  /** The caller's address (computed on demand). */
+  clientIp?: () => string | undefined;
 }
 
 export interface RpcDeps {
@@ -49,13 +50,11 @@ export class RpcHandler {
     const caller = await this.authenticate(request);
     const schema = this.profile(request, method);
     const effectiveSchema = schema ?? this.deps.config.schemas[0]!;
-    const url = new URL(request.url);
 
     if (method !== "POST") {
-      const query = url.searchParams;
-      const send = () => this.deps.upstream.send({ method, target: { rpc: fn }, query, schema, headers: request.headers, parse: false });
-      if (method === "GET" && this.cacheable(effectiveSchema, fn)) return this.cached(request, effectiveSchema, fn, query, caller, send, notes);
-      return relay(await send());
+      const read = { method, target: { rpc: fn }, query: queryOf(request), schema, headers: request.headers, parse: false } as const;
+      if (method === "GET" && this.cacheable(effectiveSchema, fn)) return this.cached(request, effectiveSchema, fn, read, caller, notes);
+      return this.deps.upstream.relay(read);
     }
 
     const auth = effectiveSchema === AUTH_SCHEMA;
@@ -64,35 +63,34 @@ export class RpcHandler {
     // as possible of the CPU the admitted hashes and every other route need.
     if (hashes && this.deps.admission.full()) throw gatewayErrors.overloaded(1);
     const args = await readArguments(request, this.deps.config.maxBodyBytes);
+    const call = { method, target: { rpc: fn }, args, schema, headers: request.headers } as const;
+    // Only the auth functions' answers are read here (tokens, sessions); the rest is relayed.
+    if (!auth) return this.evictingWrites(fn, args, await this.deps.upstream.relay(call));
     const release = hashes ? await this.admitSignIn(fn, args, notes) : undefined;
     let response: UpstreamResponse;
     try {
       const upstream = release ? (this.deps.hashingUpstream ?? this.deps.upstream) : this.deps.upstream;
-      // Only the auth functions' answers are read here (tokens, sessions); the rest is relayed.
-      response = await upstream.send({ method, target: { rpc: fn }, args, schema, headers: request.headers, parse: auth });
+      response = await upstream.send(call);
     } finally {
       release?.();
     }
-
-    if (auth) {
-      const wrapped = await this.afterAuthCall(fn, args, response);
-      if (wrapped) return wrapped;
-    }
-    if (response.status < 300) {
-      const tags = tagsForWrite(fn, args);
-      if (tags.length) await this.deps.cache.evict(tags);
-    }
-    return relay(response);
+    return (await this.afterAuthCall(fn, args, response)) ?? this.evictingWrites(fn, args, toResponse(response));
   }
 
   async relation(request: Request, relation: string): Promise<Response> {
     const method = request.method;
     if (method !== "GET" && method !== "HEAD") throw gatewayErrors.methodNotAllowed(method);
     await this.authenticate(request);
-    const query = new URL(request.url).searchParams;
-    return relay(
-      await this.deps.upstream.send({ method, target: { relation }, query, schema: this.profile(request, method), headers: request.headers, parse: false }),
-    );
+    return this.deps.upstream.relay({ method, target: { relation }, query: queryOf(request), schema: this.profile(request, method), headers: request.headers });
+  }
+
+  /** A successful write's answer, once the cached reads it may have changed are evicted. */
+  private async evictingWrites(fn: string, args: unknown, response: Response): Promise<Response> {
+    if (response.status < 300) {
+      const tags = tagsForWrite(fn, args);
+      if (tags.length) await this.deps.cache.evict(tags);
+    }
+    return response;
   }
 
   /** The verified token (or undefined for anonymous); refuses tokens of revoked sessions. */
@@ -118,15 +116,17 @@ export class RpcHandler {
     request: Request,
     schema: string,
     fn: string,
-    query: URLSearchParams,
+    read: UpstreamRequest,
     caller: VerifiedToken | undefined,
-    send: () => Promise<UpstreamResponse>,
     notes: RequestNotes,
   ): Promise<Response> {
     const cache = this.deps.cache;
+    const query = read.query ?? new URLSearchParams();
     if (!cache.available()) {
       notes.cache = "BYPASS";
-      return relay(await send(), "MISS");
+      const response = await this.deps.upstream.relay(read);
+      response.headers.set("X-Cache", "MISS");
+      return response;
     }
     const pairs = [...query].sort(([a, x], [b, y]) => (a < b ? -1 : a > b ? 1 : x < y ? -1 : x > y ? 1 : 0));
     const identity = caller ? `${String(caller.claims.role ?? "")}:${String(caller.claims.sub ?? "")}` : "anon";
@@ -144,7 +144,7 @@ export class RpcHandler {
       // Redis failed mid-request: answer uncached.
     }
     notes.cache = "MISS";
-    const response = await send();
+    const response = await this.deps.upstream.send(read);
     if (response.status === 200 && versions) {
       const headers: [string, string][] = [];
       for (const name of REPLAYED_HEADERS) {
@@ -153,15 +153,16 @@ export class RpcHandler {
       }
       await cache.store(key, tags, versions, { status: 200, headers, body: response.body }, this.deps.config.cache.ttlSeconds * 1000).catch(() => {});
     }
-    return relay(response, "MISS");
+    return toResponse(response, "MISS");
   }
 
   /** Rate limits, then a free hashing slot; a release function for the slot. */
   private async admitSignIn(fn: string, args: unknown, notes: RequestNotes): Promise<() => void> {
     const { rateLimit } = this.deps.config;
     const limiter = this.deps.limiter;
-    if (rateLimit.ipMax > 0 && notes.clientIp) {
-      const decision = await limiter.attempt(`ip:${notes.clientIp}`, rateLimit.ipMax, rateLimit.ipWindowSeconds, true);
+    const ip = rateLimit.ipMax > 0 ? notes.clientIp?.() : undefined;
+    if (ip) {
+      const decision = await limiter.attempt(`ip:${ip}`, rateLimit.ipMax, rateLimit.ipWindowSeconds, true);
       if (!decision.allowed) throw gatewayErrors.rateLimited(decision.retryAfter, "client address");
     }
     const email = emailOf(args);
@@ -237,11 +238,17 @@ export class RpcHandler {
 }
 
 /** PostgREST's answer as it came, with the gateway's X-Cache when the route is cacheable. */
-function relay(response: UpstreamResponse, cache?: "HIT" | "MISS"): Response {
-  const headers = new Headers(response.headers);
-  if (cache) headers.set("X-Cache", cache);
+function toResponse(response: UpstreamResponse, cache?: "HIT" | "MISS"): Response {
+  if (cache) response.headers.set("X-Cache", cache);
   const body = response.status === 204 || response.status === 304 ? null : response.body;
-  return new Response(body, { status: response.status, headers });
+  return new Response(body, { status: response.status, headers: response.headers });
+}
+
+/** The query string of a GET or HEAD, forwarded as it came (order and repeated keys kept); undefined when empty. */
+function queryOf(request: Request): URLSearchParams | undefined {
+  const url = request.url;
+  const start = url.indexOf("?");
+  return start === -1 || start === url.length - 1 ? undefined : new URLSearchParams(url.slice(start + 1));
 }
 
 function replay(hit: CachedResponse): Response {
