@@ -57,17 +57,14 @@ export class JwtService {
     if (!match) return undefined;
     const token = (match[1] ?? "").trim();
     if (token === "") throw jwtError("PGRST301", "Empty JWT is sent in Authorization header");
-    const claims = await this.verify(token);
+    const claims = this.known(token) ?? (await this.verify(token));
     return { token, claims };
   }
 
   async verify(token: string): Promise<AccessClaims> {
+    const known = this.known(token);
+    if (known) return known;
     const now = Math.floor(Date.now() / 1000);
-    const cached = this.verified.get(token);
-    if (cached) {
-      this.checkTimes(cached, now);
-      return cached;
-    }
     const parts = token.split(".");
     if (parts.length !== 3) throw jwtError("PGRST301", `Expected 3 parts in JWT; got ${parts.length}`);
     let alg: unknown;
@@ -104,6 +101,13 @@ export class JwtService {
     if (this.verified.size >= VERIFIED_CACHE_MAX) this.verified.clear();
     this.verified.set(token, typed);
     return typed;
+  }
+
+  /** The claims of a token verified before, re-checked for expiry; undefined when not seen yet. */
+  private known(token: string): AccessClaims | undefined {
+    const cached = this.verified.get(token);
+    if (cached) this.checkTimes(cached, Math.floor(Date.now() / 1000));
+    return cached;
   }
 
   private cryptoKey(alg: string): Promise<CryptoKey> {

@@ -97,7 +97,9 @@ export class RpcHandler {
   private async authenticate(request: Request): Promise<VerifiedToken | undefined> {
     const verified = await this.deps.jwt.verifyHeader(request.headers.get("authorization"));
     if (verified && typeof verified.claims.sid === "string") {
-      if (!(await this.deps.sessions.isActive(verified.claims.sid, verified.token))) throw gatewayErrors.sessionRevoked();
+      let active = this.deps.sessions.isActive(verified.claims.sid, verified.token);
+      if (typeof active !== "boolean") active = await active;
+      if (!active) throw gatewayErrors.sessionRevoked();
     }
     return verified;
   }

@@ -45,7 +45,8 @@ export class SessionGuard {
     });
   }
 
-  async isActive(sid: string, token: string): Promise<boolean> {
+  /** A plain answer when this process knows it (the common case), else the lookup. */
+  isActive(sid: string, token: string): boolean | Promise<boolean> {
     const now = Date.now();
     const revokedUntil = this.revoked.get(sid);
     if (revokedUntil !== undefined) {
