@@ -4,7 +4,10 @@
  * read-only transaction, role switch, request GUCs, query parse, json_agg body) and the same
  * query written by hand in SQL on the same pool, 32 concurrent callers each, in one run. A third
  * row runs the builder's statement alone on the pool, to separate the cost of the statement's
- * shape from the cost of the request transaction around it.
+ * shape from the cost of the request transaction around it. The engine reads tables on generic
+ * plans (ENGINE_RELATION_GENERIC_PLANS), where the hand-written SQL is planned anew on every call
+ * (PostgreSQL's choice for `LIMIT $n`); a fourth row runs that SQL on generic plans (a pool of its
+ * own), so the engine's cost can be read apart from what its plan choice saves.
  *
  *   bun run bench:relation                        # its own embedded PostgreSQL, thrown away after
  *   DATABASE_URL=postgres://… bun run bench:relation   # an existing migrated database (superuser URL)
@@ -15,6 +18,7 @@
 import { randomBytes } from "node:crypto";
 import postgres from "postgres";
 import { defaultEngineConfig } from "../api/src/engine/config";
+import { connectPostgres } from "../api/src/db/connection";
 import { createEngine, createEnginePool } from "../api/src/engine/index";
 import { buildReadSql, parseReadQuery } from "../api/src/engine/query";
 import { startEmbeddedPostgres } from "../api/src/stack/embedded-postgres";
@@ -52,13 +56,21 @@ export async function relationReadGroup(ctx: RelationBenchContext): Promise<Benc
   const config = defaultEngineConfig({ dbSchemas: [SCHEMA], dbAnonRole: "anon", dbPoolSize: POOL, jwtSecret: randomBytes(32).toString("hex") });
   const sql = createEnginePool(ctx.authenticatorUrl, config);
   const engine = await createEngine(config, { sql, log: () => {} });
+  // The engine reads tables on generic plans (relationGenericPlans): the same SQL on generic
+  // plans too, to tell what the plan choice is worth from what the request transaction costs.
+  const genericSql = connectPostgres(ctx.authenticatorUrl, {
+    max: POOL,
+    prepare: true,
+    onnotice: () => {},
+    connection: { plan_cache_mode: "force_generic_plan" },
+  });
   const opts = { concurrency: CONCURRENCY, durationMs: ctx.durationMs, warmupMs: ctx.warmupMs };
   try {
     // The paths must answer the same bytes, or the comparison means nothing.
     const viaEngineBody = await (await engine.fetch(new Request(`http://engine${PATH}`))).text();
-    const directQuery = () => sql`
+    const directQuery = (pool = sql) => pool`
       select coalesce(json_agg(t), '[]')::text as body
-        from (select id, name, score from ${sql(SCHEMA)}.items where team = ${"red"} and score >= ${50} order by id limit ${20}) t`;
+        from (select id, name, score from ${pool(SCHEMA)}.items where team = ${"red"} and score >= ${50} order by id limit ${20}) t`;
     const [directRow] = await directQuery();
     if (directRow?.body !== viaEngineBody) throw new Error(`engine and SQL disagree:\n${viaEngineBody}\n${directRow?.body}`);
     const target = `"${SCHEMA}"."items"`;
@@ -69,6 +81,8 @@ export async function relationReadGroup(ctx: RelationBenchContext): Promise<Benc
 
     ctx.log?.("relation read: direct SQL");
     const direct = await measure(opts, async () => typeof (await directQuery())[0]?.body === "string");
+    ctx.log?.("relation read: direct SQL on generic plans");
+    const directGeneric = await measure(opts, async () => typeof (await directQuery(genericSql))[0]?.body === "string");
     ctx.log?.("relation read: builder statement without the request transaction");
     const builderOnly = await measure(opts, async () => {
       const rows = await sql.unsafe(built.text, built.values as never[], { prepare: true });
@@ -84,11 +98,16 @@ export async function relationReadGroup(ctx: RelationBenchContext): Promise<Benc
     return [
       { group, name: "direct SQL", concurrency: CONCURRENCY, ...direct },
       { group, name: "builder SQL, no tx", concurrency: CONCURRENCY, ...builderOnly, note: `/ direct SQL = ${ratio(builderOnly, direct).toFixed(2)}` },
-      { group, name: "engine GET /items", concurrency: CONCURRENCY, ...viaEngine, note: `engine / direct SQL = ${ratio(viaEngine, direct).toFixed(2)}` },
+      { group, name: "direct SQL, generic plans", concurrency: CONCURRENCY, ...directGeneric, note: `/ direct SQL = ${ratio(directGeneric, direct).toFixed(2)}` },
+      {
+        group, name: "engine GET /items", concurrency: CONCURRENCY, ...viaEngine,
+        note: `engine / direct SQL = ${ratio(viaEngine, direct).toFixed(2)}; / generic-plan SQL = ${ratio(viaEngine, directGeneric).toFixed(2)}`,
+      },
     ];
   } finally {
     await engine.close();
     await sql.end();
+    await genericSql.end();
     await admin.unsafe(`drop schema if exists ${SCHEMA} cascade`).catch(() => {});
     await admin.end();
   }
@@ -103,7 +122,7 @@ if (import.meta.main) {
     const password = randomBytes(18).toString("base64url");
     await setAuthenticatorPassword(adminUrl, password);
     const rows = await relationReadGroup({ databaseUrl: adminUrl, authenticatorUrl: authenticatorUrl(adminUrl, password) });
-    const [direct, , viaEngine] = rows;
+    const [direct, , , viaEngine] = rows;
     const r = viaEngine!.reqPerSec / direct!.reqPerSec;
     console.log(`relation read benchmark: ${CONCURRENCY} concurrent callers, pool ${POOL}, ${ROWS} rows, ${PATH}`);
     console.log(formatTable(rows));

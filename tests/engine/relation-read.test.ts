@@ -318,3 +318,32 @@ describe("db-max-rows", () => {
     }
   });
 });
+
+describe("plan choice", () => {
+  beforeAll(async () => {
+    await f.admin.unsafe(`
+      create view ${f.schema}.plan_mode as select current_setting('plan_cache_mode') as mode;
+      grant select on ${f.schema}.plan_mode to anon;
+      create function ${f.schema}.plan_mode_of_calls() returns text stable language sql as $$ select current_setting('plan_cache_mode') $$;
+      grant execute on function ${f.schema}.plan_mode_of_calls() to anon;`);
+    await f.engine.reloadSchemaCache();
+  });
+
+  test("table and view reads run on generic plans; function calls keep PostgreSQL's choice", async () => {
+    expect((await read("/plan_mode")).text).toBe('[{"mode":"force_generic_plan"}]');
+    expect((await read("/rpc/plan_mode_of_calls")).text).toBe('"auto"');
+  });
+
+  test("ENGINE_RELATION_GENERIC_PLANS=false leaves reads to PostgreSQL's choice too", async () => {
+    const engine = await createEngine(
+      defaultEngineConfig({ dbSchemas: [f.schema], dbAnonRole: "anon", jwtSecret: JWT_SECRET, relationGenericPlans: false }),
+      { databaseUrl: testStack().authenticatorUrl, log: () => {} },
+    );
+    try {
+      const res = await engine.fetch(new Request("http://engine/plan_mode"));
+      expect(await res.text()).toBe('[{"mode":"auto"}]');
+    } finally {
+      await engine.close();
+    }
+  });
+});

@@ -28,6 +28,13 @@ export interface EngineConfig {
   serverPort: number;
   /** Request bodies larger than this are refused with 413 before they are read to the end. */
   maxBodyBytes: number;
+  /**
+   * Table and view reads run on generic plans (plan_cache_mode = force_generic_plan for their
+   * transaction). Their statements are prepared per connection, but with `LIMIT $n` PostgreSQL's
+   * default (auto) estimates a generic plan so dear that it plans every execution anew, which
+   * costs more than running a short paginated read. Off: PostgreSQL chooses, as under PostgREST.
+   */
+  relationGenericPlans: boolean;
 }
 
 export const DEFAULT_MAX_BODY_BYTES = 1024 * 1024;
@@ -45,6 +52,7 @@ export function defaultEngineConfig(overrides: Partial<EngineConfig> = {}): Engi
     serverHost: "127.0.0.1",
     serverPort: 3000,
     maxBodyBytes: DEFAULT_MAX_BODY_BYTES,
+    relationGenericPlans: true,
     ...overrides,
   };
 }
@@ -127,6 +135,7 @@ export function engineConfigFromEnv(env: Record<string, string | undefined>): En
     serverHost: nonEmpty(env.PGRST_SERVER_HOST) ?? "127.0.0.1",
     serverPort: int("PGRST_SERVER_PORT", env.PGRST_SERVER_PORT, 0) ?? 3000,
     maxBodyBytes: int("ENGINE_MAX_BODY_BYTES", env.ENGINE_MAX_BODY_BYTES, 1) ?? DEFAULT_MAX_BODY_BYTES,
+    relationGenericPlans: bool("ENGINE_RELATION_GENERIC_PLANS", env.ENGINE_RELATION_GENERIC_PLANS) ?? true,
   });
   return validateEngineConfig(config);
 }

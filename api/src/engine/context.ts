@@ -65,18 +65,26 @@ export function commitRequested(config: EngineConfig, prefer: Preferences): { co
   return { commit: base, applied: false };
 }
 
+/** How a request's transaction runs its statement. */
+export interface RequestAccess {
+  readOnly: boolean;
+  /** On a generic plan (EngineConfig.relationGenericPlans). */
+  genericPlans?: boolean;
+}
+
 /** The request's transaction with everything PostgREST does around the caller's statement. */
 export function runRequest(
   rt: EngineRuntime,
   req: EngineRequest,
-  readOnly: boolean,
+  access: RequestAccess,
   main: Statement,
   end: TransactionEnd<Row[]>,
 ): Promise<Row[]> {
+  const { readOnly, genericPlans } = access;
   return runInRequestTransaction(
     rt.lanes,
     requestSettings(rt, req),
-    { readOnly, exclusive: !readOnly, preRequest: rt.config.dbPreRequest, acquisitionTimeoutSeconds: rt.config.dbPoolAcquisitionTimeoutSeconds },
+    { readOnly, genericPlans, exclusive: !readOnly, preRequest: rt.config.dbPreRequest, acquisitionTimeoutSeconds: rt.config.dbPoolAcquisitionTimeoutSeconds },
     main,
     end,
   );
@@ -96,7 +104,7 @@ export function notSingular(pageTotal: number): ApiError {
 export async function runForRow(
   rt: EngineRuntime,
   req: EngineRequest,
-  readOnly: boolean,
+  access: RequestAccess,
   main: Statement,
   commit: boolean,
   read: (rows: Row[]) => ReadRow,
@@ -107,7 +115,7 @@ export async function runForRow(
     const row = read(rows);
     return (judged = { row, refused: refusal?.(row) });
   };
-  const rows = await runRequest(rt, req, readOnly, main, refusal ? (r) => commit && judge(r).refused === undefined : commit);
+  const rows = await runRequest(rt, req, access, main, refusal ? (r) => commit && judge(r).refused === undefined : commit);
   const { row, refused } = judged ?? judge(rows);
   if (refused) throw refused;
   return row;

@@ -101,7 +101,7 @@ export async function handleRelation(rt: EngineRuntime, req: EngineRequest, name
   const row = await runForRow(
     rt,
     req,
-    true,
+    { readOnly: true, genericPlans: rt.config.relationGenericPlans },
     { text: built.text, values: built.values, prepare: rt.lanes.preparable(built.text) },
     commit,
     (rows) => rows[0] as ReadRow,

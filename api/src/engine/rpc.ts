@@ -96,7 +96,7 @@ export async function handleRpc(rt: EngineRuntime, req: EngineRequest, functionN
   const row = await runForRow(
     rt,
     req,
-    readOnly,
+    { readOnly },
     // Plain calls are prepared once per connection; shaped ones (select/filters/order, whose
     // aliases make the SQL text open-ended) only up to the lanes' bound.
     { text: built.text, values: built.values, prepare: isPlainRead(shaped) || rt.lanes.preparable(built.text) },

@@ -32,6 +32,8 @@ export interface RequestSettings {
 
 export interface TransactionOptions {
   readOnly: boolean;
+  /** The caller's statement runs on a generic plan (plan_cache_mode for this transaction). */
+  genericPlans?: boolean;
   /** Qualified function name from PGRST_DB_PRE_REQUEST. */
   preRequest?: string;
   /** Seconds to wait for a pooled connection before PGRST003. */
@@ -280,7 +282,7 @@ export class ConnectionLanes {
  * for a transaction that was not opened with BEGIN … READ ONLY (turning it on is allowed at any
  * point of a transaction).
  */
-function settingsStatement(s: RequestSettings, readOnly: boolean): { text: string; values: string[] } {
+function settingsStatement(s: RequestSettings, readOnly: boolean, genericPlans: boolean): { text: string; values: string[] } {
   const values = [quoteSearchPath(s.searchPath)];
   const sets = ["set_config('search_path', $1, true)"];
   const set = (name: string, value: string) => {
@@ -294,6 +296,7 @@ function settingsStatement(s: RequestSettings, readOnly: boolean): { text: strin
   set("request.headers", JSON.stringify(s.headers));
   set("request.cookies", JSON.stringify(s.cookies));
   if (readOnly) sets.push("set_config('transaction_read_only', 'on', true)");
+  if (genericPlans) sets.push("set_config('plan_cache_mode', 'force_generic_plan', true)");
   return { text: `select ${sets.join(", ")}`, values };
 }
 
@@ -324,7 +327,7 @@ export async function runInRequestTransaction(
 }
 
 function inImplicitTransaction(tx: ReservedSql, settings: RequestSettings, options: TransactionOptions, main: Statement): Promise<Row[]> {
-  const prelude = [settingsStatement(settings, options.readOnly)];
+  const prelude = [settingsStatement(settings, options.readOnly, options.genericPlans === true)];
   if (options.preRequest) prelude.push({ text: preRequestCall(options.preRequest), values: [] });
   // `prelude` is the patch's query option (not in postgres.js's types).
   return tx.unsafe(main.text, main.values as never[], { prepare: main.prepare, prelude } as { prepare: boolean });
@@ -339,7 +342,7 @@ async function inTransactionBlock(
 ): Promise<Row[]> {
   let ended = false;
   try {
-    const { text, values } = settingsStatement(settings, false);
+    const { text, values } = settingsStatement(settings, false, options.genericPlans === true);
     const steps: Promise<unknown>[] = [
       tx.unsafe(options.readOnly ? BEGIN_READ_ONLY : BEGIN, [], PREPARED).execute(),
       tx.unsafe(text, values, PREPARED).execute(),
