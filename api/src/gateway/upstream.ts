@@ -1,4 +1,4 @@
-import { PostgrestClient } from "@supabase/postgrest-js";
+import { PostgrestClient, PostgrestFilterBuilder } from "@supabase/postgrest-js";
 import type { DatabaseBreaker } from "./db-breaker";
 import { gatewayErrors, type ApiError } from "./errors";
 
@@ -9,9 +9,6 @@ export type UpstreamFetch = (input: string | URL | Request, init?: RequestInit) 
 const FORWARDED_HEADERS = ["authorization", "prefer", "accept", "range", "range-unit", "x-request-id"] as const;
 /** Upstream headers that describe the transport of that hop, not the answer. */
 const HOP_HEADERS = ["content-length", "connection", "transfer-encoding", "content-encoding", "keep-alive", "date", "server"];
-
-type Client = PostgrestClient<any, any, any>;
-const MAX_CLIENTS = 32;
 
 export interface UpstreamRequest {
   method: "GET" | "HEAD" | "POST";
@@ -76,8 +73,6 @@ interface Exchange {
 export class Upstream {
   private readonly timeoutMs: number;
   private readonly buffered: boolean;
-  /** One client per schema: building one per request costs a Headers copy from a plain object. */
-  private readonly clients = new Map<string | undefined, Client>();
   private readonly breaker: DatabaseBreaker | undefined;
 
   constructor(
@@ -106,10 +101,9 @@ export class Upstream {
   /** The answer as the Response to give the caller: PostgREST's status, headers and body. */
   async relay(request: UpstreamRequest): Promise<Response> {
     const { response, body } = await this.exchange(request, "relay");
-    const headers = this.ownHeaders(response);
-    // Unread (the engine's own Response, its headers cleaned in place): relayed as it is.
+    // Unread: the engine's own Response, relayed as it is.
     if (body === undefined) return response;
-    return new Response(nullBodyStatus(response.status) ? null : body, { status: response.status, headers });
+    return new Response(nullBodyStatus(response.status) ? null : body, { status: response.status, headers: this.ownHeaders(response) });
   }
 
   private async exchange(request: UpstreamRequest, mode: "parse" | "text" | "relay"): Promise<Exchange> {
@@ -149,62 +143,49 @@ export class Upstream {
   }
 
   private builder(request: UpstreamRequest, fetch: UpstreamFetch) {
-    const client = this.client(request.schema);
-    let builder;
-    if ("rpc" in request.target) {
-      builder = client.rpc(request.target.rpc, (request.method === "POST" ? request.args : {}) as never, {
-        get: request.method === "GET",
-        head: request.method === "HEAD",
-      });
-    } else {
-      builder = client.from(request.target.relation).select(request.query?.get("select") ?? "*", { head: request.method === "HEAD" });
-    }
-    if (request.query?.size) {
-      // The builder API models filters one by one; the caller's query string is already in
-      // PostgREST's syntax, so it goes onto the request URL unchanged (order and repeats kept).
-      const url = (builder as unknown as { url: URL }).url;
-      for (const [name, value] of request.query) {
-        if (name === "select" && "relation" in request.target) continue;
-        url.searchParams.append(name, value);
-      }
-    }
+    const headers = new Headers();
     for (const name of FORWARDED_HEADERS) {
       const value = request.headers.get(name);
-      if (value !== null) builder.setHeader(name, value);
+      if (value !== null) headers.set(name, value);
     }
-    // Each exchange captures its own raw answer (see exchange), so the shared client's builder
-    // gets this request's fetch; postgrest-js calls the fetch its builder holds.
-    (builder as unknown as { fetch: UpstreamFetch }).fetch = fetch;
+    // postgrest-js types its fetch as `typeof fetch`, which also carries Bun's static extras.
+    const send = fetch as typeof globalThis.fetch;
+    if ("rpc" in request.target) {
+      // The request PostgrestClient.rpc would build (no count option), made here: the client's
+      // route to it costs a client, a URL parse of its own and two header copies per call.
+      const url = new URL(`${this.baseUrl}/rpc/${request.target.rpc}`);
+      appendQuery(url, request.query);
+      return new PostgrestFilterBuilder<any, any, any, any>({
+        method: request.method,
+        url,
+        headers,
+        schema: request.schema,
+        body: request.method === "POST" ? request.args : undefined,
+        fetch: send,
+        retry: false,
+      });
+    }
+    const client = new PostgrestClient(this.baseUrl, { fetch: send, schema: request.schema, retry: false, headers });
+    const builder = client.from(request.target.relation).select(request.query?.get("select") ?? "*", { head: request.method === "HEAD" });
+    // select= went through postgrest-js's own select(); the rest of the query as it came.
+    appendQuery((builder as unknown as { url: URL }).url, request.query, "select");
     return builder;
   }
 
-  private client(schema: string | undefined): Client {
-    let client = this.clients.get(schema);
-    if (!client) {
-      client = new PostgrestClient(this.baseUrl, {
-        // Never called: every builder gets its request's capturing fetch.
-        fetch: (() => Promise.reject(new Error("postgrest-js called the shared client's fetch"))) as unknown as typeof globalThis.fetch,
-        schema,
-        retry: false,
-      });
-      // The profile comes from the caller: unknown ones (PostgREST refuses them) are not kept.
-      if (this.clients.size < MAX_CLIENTS) this.clients.set(schema, client);
-    }
-    return client;
-  }
-
-  /** The answer's headers without the hop's: in place on the engine's own Response, else a copy. */
+  /**
+   * The answer's headers without those of the hop. The engine's own Response carries none (it
+   * describes the answer, and its one Content-Length matches the body relayed unchanged), so
+   * its headers serve as they are.
+   */
   private ownHeaders(response: Response): Headers {
-    if (this.buffered) {
-      for (const name of HOP_HEADERS) response.headers.delete(name);
-      return response.headers;
-    }
+    if (this.buffered) return response.headers;
     const headers = new Headers();
     response.headers.forEach((value, name) => {
       if (!HOP_HEADERS.includes(name)) headers.set(name, value);
     });
     return headers;
   }
+
 }
 
 const NO_HEADERS = new Headers();
@@ -218,6 +199,15 @@ const emptyText = () => Promise.resolve("");
  */
 function unreadAnswer(response: Response): Response {
   return { ok: response.ok, status: response.status, statusText: response.statusText, headers: NO_HEADERS, text: emptyText } as unknown as Response;
+}
+
+/**
+ * The caller's query string onto the request URL, unchanged (order and repeats kept): it is
+ * already in PostgREST's syntax, which postgrest-js's filter methods would rebuild one by one.
+ */
+function appendQuery(url: URL, query: URLSearchParams | undefined, except?: string) {
+  if (!query?.size) return;
+  for (const [name, value] of query) if (name !== except) url.searchParams.append(name, value);
 }
 
 function nullBodyStatus(status: number): boolean {
