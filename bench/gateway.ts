@@ -7,8 +7,10 @@
  *      cache switched off.
  *
  * Each server runs as its own process (as in production) while wrk (when installed; otherwise
- * autocannon, in this process) loads it; servers run one at a time so they do not share the two
- * cores. LOAD_GENERATOR=autocannon forces autocannon. Not a test.
+ * autocannon, in this process) loads it; one server is loaded at a time, so they do not share
+ * the two cores. The gateway and the bare engine are loaded in alternating rounds: on a shared
+ * machine a slow minute then costs both sides, not whichever ran in it. LOAD_GENERATOR=autocannon
+ * forces autocannon. Not a test.
  * Options: --connections N (64), --duration S (5), --warmup S (1).
  *
  * `gatewayGroup` is the same measurement as a `bun run bench` group (bench/run.ts), on that run's
@@ -115,10 +117,43 @@ export interface GatewayBenchContext {
   uncachedApiUrl?: string;
   authenticatorUrl: string;
   jwtSecret: string;
+  /** The audience the API's tokens carry, when it sets one (the bare engine must expect it too). */
+  jwtAudience?: string;
   durationMs?: number;
   warmupMs?: number;
   log?: (line: string) => void;
   session(): Promise<{ accessToken: string }>;
+}
+
+/** Rounds of the gateway-vs-engine comparison: their loads alternate, so drift on a shared machine hits both alike. */
+const ROUNDS = 3;
+
+/**
+ * `a` and `b` loaded in alternating order, ROUNDS times each after one warm-up of each: req/s
+ * is the mean over the rounds (equal windows), p50 and p99 the median round's.
+ */
+async function interleaved(
+  a: { name: string; url: string },
+  b: { name: string; url: string },
+  headers: Record<string, string>,
+  timing: { duration: number; warmup: number },
+): Promise<[Measured, Measured]> {
+  const runs: [Measured[], Measured[]] = [[], []];
+  const targets = [a, b];
+  for (let round = 0; round < ROUNDS; round++) {
+    for (const i of round % 2 === 0 ? [0, 1] : [1, 0]) {
+      const target = targets[i]!;
+      // The first load of each server warms it (JIT, pools); later rounds find it warm.
+      runs[i]!.push(await load(target.name, target.url, headers, { duration: timing.duration, warmup: round === 0 ? timing.warmup : 1 }));
+      if (process.env.BENCH_DEBUG) console.error(round, target.name, runs[i]!.at(-1)!.rps.toFixed(0));
+    }
+  }
+  const combine = (name: string, rs: Measured[]): Measured => {
+    const byP50 = [...rs].sort((x, y) => x.p50 - y.p50);
+    const median = byP50[Math.floor(rs.length / 2)]!;
+    return { name, rps: rs.reduce((sum, r) => sum + r.rps, 0) / rs.length, p50: median.p50, p99: median.p99, errors: rs.reduce((sum, r) => sum + r.errors, 0) };
+  };
+  return [combine(a.name, runs[0]), combine(b.name, runs[1])];
 }
 
 export async function gatewayGroup(ctx: GatewayBenchContext): Promise<BenchRow[]> {
@@ -130,12 +165,11 @@ export async function gatewayGroup(ctx: GatewayBenchContext): Promise<BenchRow[]
   await post(ctx.apiUrl, "upsert_rules", { tenant_id: tenant.id, framework: "cis-m365", rules }, accessToken);
   const rulesPath = `/rpc/list_rules?tenant_id=${tenant.id}`;
 
-  ctx.log?.("gateway: me and list_rules through the API");
-  const viaGateway = await load("me via gateway", `${ctx.apiUrl}/rpc/me`, auth, timing);
+  ctx.log?.("gateway: list_rules through the API, cached and uncached");
   const cached = await load("list_rules via gateway, cached", `${ctx.apiUrl}${rulesPath}`, auth, timing);
   const uncached = ctx.uncachedApiUrl ? await load("list_rules via gateway, uncached", `${ctx.uncachedApiUrl}${rulesPath}`, auth, timing) : undefined;
 
-  ctx.log?.("gateway: me on a bare engine");
+  ctx.log?.(`gateway: me through the API and on a bare engine, ${ROUNDS} alternating rounds`);
   const enginePort = await freePort();
   const engineUrl = `http://127.0.0.1:${enginePort}`;
   const server = await spawnServer(
@@ -143,6 +177,7 @@ export async function gatewayGroup(ctx: GatewayBenchContext): Promise<BenchRow[]
     {
       PGRST_DB_URI: ctx.authenticatorUrl,
       PGRST_JWT_SECRET: ctx.jwtSecret,
+      ...(ctx.jwtAudience ? { PGRST_JWT_AUD: ctx.jwtAudience } : {}),
       PGRST_DB_SCHEMAS: "api",
       PGRST_DB_ANON_ROLE: "anon",
       PGRST_SERVER_HOST: "127.0.0.1",
@@ -150,9 +185,15 @@ export async function gatewayGroup(ctx: GatewayBenchContext): Promise<BenchRow[]
     },
     `${engineUrl}/rpc/me`,
   );
+  let viaGateway: Measured;
   let engine: Measured;
   try {
-    engine = await load("me on the engine directly", `${engineUrl}/rpc/me`, auth, timing);
+    [viaGateway, engine] = await interleaved(
+      { name: "me via gateway", url: `${ctx.apiUrl}/rpc/me` },
+      { name: "me on the engine directly", url: `${engineUrl}/rpc/me` },
+      auth,
+      timing,
+    );
   } finally {
     await server.stop();
   }
@@ -163,7 +204,7 @@ export async function gatewayGroup(ctx: GatewayBenchContext): Promise<BenchRow[]
   });
   return [
     row(engine),
-    row(viaGateway, viaGateway.rps / engine.rps, "÷ engine directly, target ≥ 0.85 (overhead < 15 %)"),
+    row(viaGateway, viaGateway.rps / engine.rps, `÷ engine directly (${ROUNDS} alternating rounds), target ≥ 0.85 (overhead < 15 %)`),
     ...(uncached ? [row(uncached), row(cached, cached.rps / uncached.rps, "÷ uncached, target ≥ 5")] : [row(cached)]),
   ];
 }
@@ -171,6 +212,7 @@ export async function gatewayGroup(ctx: GatewayBenchContext): Promise<BenchRow[]
 if (import.meta.main) {
   const pg = await startEmbeddedPostgres({ database: "autoaudit_bench" });
   const redis = await startRedisServer();
+  const servers: { stop(): Promise<void> }[] = [];
   try {
     await dbmate(pg.url, "up");
     const admin = postgres(pg.url, { max: 1, onnotice: () => {} });
@@ -180,56 +222,52 @@ if (import.meta.main) {
     const password = randomBytes(18).toString("base64url");
     await setAuthenticatorPassword(pg.url, password);
     const appUrl = authenticatorUrl(pg.url, password);
-    const shared = {
+    const jwtSecret = randomBytes(36).toString("base64url");
+    const apiEnv = {
       DATABASE_URL: appUrl,
       PGRST_DB_URI: appUrl,
-      PGRST_JWT_SECRET: randomBytes(36).toString("base64url"),
+      PGRST_JWT_SECRET: jwtSecret,
       PGRST_JWT_AUD: "autoaudit",
       PGRST_DB_SCHEMAS: "api",
       PGRST_DB_ANON_ROLE: "anon",
       LOG_REQUESTS: "false",
       RATE_LIMIT_IP_MAX: "0",
+      REDIS_URL: redis.url,
+      HOST: "127.0.0.1",
     };
-
-    const apiPort = await freePort();
-    const api = `http://127.0.0.1:${apiPort}`;
-    const apiEnv = { ...shared, REDIS_URL: redis.url, HOST: "127.0.0.1", PORT: String(apiPort) };
-    let server = await spawnServer(["bun", "api/src/server.ts"], apiEnv, `${api}/health`);
+    // The API as deployed, and the same API with its cache off (the uncached reference).
+    const startApi = async (extra: Record<string, string>) => {
+      const url = `http://127.0.0.1:${await freePort()}`;
+      servers.push(await spawnServer(["bun", "api/src/server.ts"], { ...apiEnv, PORT: new URL(url).port, ...extra }, `${url}/health`));
+      return url;
+    };
+    const apiUrl = await startApi({});
+    const uncachedApiUrl = await startApi({ CACHE_TTL_SECONDS: "0" });
 
     const email = `bench-${Date.now()}@example.com`;
-    await post(api, "sign_up", { email, password: "bench-password", first_name: "Bench", last_name: "User" });
-    const session = await post(api, "sign_in", { email, password: "bench-password" });
-    const auth = { Authorization: `Bearer ${session.access_token}` };
-    const tenant = await post(api, "create_tenant", { name: "Bench Ltd" }, session.access_token);
-    const rules = Array.from({ length: 50 }, (_, i) => ({ key: `1.${i}`, title: `Rule ${i}`, severity: "medium" }));
-    await post(api, "upsert_rules", { tenant_id: tenant.id, framework: "cis-m365", rules }, session.access_token);
-    const rulesPath = `/rpc/list_rules?tenant_id=${tenant.id}`;
+    await post(apiUrl, "sign_up", { email, password: "bench-password", first_name: "Bench", last_name: "User" });
+    const session = await post(apiUrl, "sign_in", { email, password: "bench-password" });
+    const rows = await gatewayGroup({
+      apiUrl,
+      uncachedApiUrl,
+      authenticatorUrl: appUrl,
+      jwtSecret,
+      jwtAudience: "autoaudit",
+      log: (line) => console.error(`[bench] ${line}`),
+      session: async () => ({ accessToken: session.access_token }),
+    });
 
-    const results: Measured[] = [];
-    results.push(await load("me via gateway", `${api}/rpc/me`, auth));
-    results.push(await load("list_rules via gateway, cached", `${api}${rulesPath}`, auth));
-    await server.stop();
-
-    server = await spawnServer(["bun", "api/src/server.ts"], { ...apiEnv, CACHE_TTL_SECONDS: "0" }, `${api}/health`);
-    results.push(await load("list_rules via gateway, uncached", `${api}${rulesPath}`, auth));
-    await server.stop();
-
-    const enginePort = await freePort();
-    const engine = `http://127.0.0.1:${enginePort}`;
-    server = await spawnServer(["bun", "api/src/engine/server.ts"], { ...shared, PGRST_SERVER_HOST: "127.0.0.1", PGRST_SERVER_PORT: String(enginePort) }, `${engine}/rpc/me`);
-    results.push(await load("me on the engine directly", `${engine}/rpc/me`, auth));
-    await server.stop();
-
-    const by = (name: string) => results.find((r) => r.name === name)!;
+    const by = (name: string) => rows.find((r) => r.name === name)!;
     console.log(`\ngateway benchmark — ${CONNECTIONS} connections, ${DURATION} s per run (${new Date().toISOString()})\n`);
     console.log("| scenario | req/s | p50 ms | p99 ms | errors |");
     console.log("|---|---:|---:|---:|---:|");
-    for (const r of results) console.log(`| ${r.name} | ${r.rps.toFixed(0)} | ${r.p50} | ${r.p99} | ${r.errors} |`);
-    const overhead = 1 - by("me via gateway").rps / by("me on the engine directly").rps;
-    const speedup = by("list_rules via gateway, cached").rps / by("list_rules via gateway, uncached").rps;
+    for (const r of rows) console.log(`| ${r.name} | ${r.reqPerSec.toFixed(0)} | ${r.p50} | ${r.p99} | ${r.errors} |`);
+    const overhead = 1 - by("me via gateway").reqPerSec / by("me on the engine directly").reqPerSec;
+    const speedup = by("list_rules via gateway, cached").reqPerSec / by("list_rules via gateway, uncached").reqPerSec;
     console.log(`\ngateway overhead on me: ${(overhead * 100).toFixed(1)} % of engine throughput (target < 15 %)`);
     console.log(`cache speed-up on list_rules: ${speedup.toFixed(2)}× (target ≥ 5×)`);
   } finally {
+    for (const server of servers) await server.stop();
     await redis.stop();
     await pg.stop();
   }
