@@ -47,7 +47,8 @@ export class RpcHandler {
   async rpc(request: Request, fn: string, notes: RequestNotes): Promise<Response> {
     const method = request.method;
     if (method !== "GET" && method !== "HEAD" && method !== "POST") throw gatewayErrors.methodNotAllowed(method);
-    const caller = await this.authenticate(request);
+    let caller = this.authenticate(request);
+    if (caller instanceof Promise) caller = await caller;
     const schema = this.profile(request, method);
     const effectiveSchema = schema ?? this.deps.config.schemas[0]!;
 
@@ -80,7 +81,8 @@ export class RpcHandler {
   async relation(request: Request, relation: string): Promise<Response> {
     const method = request.method;
     if (method !== "GET" && method !== "HEAD") throw gatewayErrors.methodNotAllowed(method);
-    await this.authenticate(request);
+    const caller = this.authenticate(request);
+    if (caller instanceof Promise) await caller;
     return this.deps.upstream.relay({ method, target: { relation }, query: queryOf(request), schema: this.profile(request, method), headers: request.headers });
   }
 
@@ -93,15 +95,24 @@ export class RpcHandler {
     return response;
   }
 
-  /** The verified token (or undefined for anonymous); refuses tokens of revoked sessions. */
-  private async authenticate(request: Request): Promise<VerifiedToken | undefined> {
-    const verified = await this.deps.jwt.verifyHeader(request.headers.get("authorization"));
-    if (verified && typeof verified.claims.sid === "string") {
-      let active = this.deps.sessions.isActive(verified.claims.sid, verified.token);
-      if (typeof active !== "boolean") active = await active;
-      if (!active) throw gatewayErrors.sessionRevoked();
-    }
-    return verified;
+  /**
+   * The verified token (or undefined for anonymous); refuses tokens of revoked sessions. Answered
+   * at once when this process knows both the token and its session, the common case.
+   */
+  private authenticate(request: Request): VerifiedToken | undefined | Promise<VerifiedToken | undefined> {
+    const verified = this.deps.jwt.verifyHeader(request.headers.get("authorization"));
+    return verified instanceof Promise ? verified.then((v) => this.withActiveSession(v)) : this.withActiveSession(verified);
+  }
+
+  private withActiveSession(verified: VerifiedToken | undefined): VerifiedToken | undefined | Promise<VerifiedToken | undefined> {
+    if (!verified || typeof verified.claims.sid !== "string") return verified;
+    const active = this.deps.sessions.isActive(verified.claims.sid, verified.token);
+    if (active === true) return verified;
+    if (active === false) throw gatewayErrors.sessionRevoked();
+    return active.then((isActive) => {
+      if (!isActive) throw gatewayErrors.sessionRevoked();
+      return verified;
+    });
   }
 
   private profile(request: Request, method: string): string | undefined {

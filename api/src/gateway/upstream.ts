@@ -111,18 +111,24 @@ export class Upstream {
     let raw: Response | undefined;
     let body: string | undefined;
     let expired = false;
+    const answered = (response: Response) => {
+      raw = response;
+      // postgrest-js reads what it is given: the answer only where the gateway wants its reading.
+      if (mode !== "parse") return unreadAnswer(response);
+      return new Response(nullBodyStatus(response.status) ? null : body, { status: response.status, statusText: response.statusText, headers: response.headers });
+    };
+    // The engine's relayed answers are not read at all (see relay).
     const readBody = mode !== "relay" || !this.buffered;
     const capture: UpstreamFetch = (input, init) =>
       // Enforced here, not only through the abort signal: an in-process upstream may not
       // watch the signal, and no request may wait on a stuck upstream forever.
       withDeadline(
-        this.fetchImpl(input, init).then(async (response) => {
-          if (readBody) body = await response.text();
-          raw = response;
-          // postgrest-js reads what it is given: the answer only where the gateway wants its reading.
-          if (mode !== "parse") return unreadAnswer(response);
-          return new Response(nullBodyStatus(response.status) ? null : body, { status: response.status, statusText: response.statusText, headers: response.headers });
-        }),
+        readBody
+          ? this.fetchImpl(input, init).then(async (response) => {
+              body = await response.text();
+              return answered(response);
+            })
+          : this.fetchImpl(input, init).then(answered),
         this.timeoutMs,
         () => (expired = true),
       );
