@@ -127,6 +127,7 @@ export interface GatewayBenchContext {
 
 /** Rounds of the gateway-vs-engine comparison: their loads alternate, so drift on a shared machine hits both alike. */
 const ROUNDS = 3;
+const FIRST_WARMUP_S = 3;
 
 /**
  * `a` and `b` loaded in alternating order, ROUNDS times each after one warm-up of each: req/s
@@ -143,8 +144,11 @@ async function interleaved(
   for (let round = 0; round < ROUNDS; round++) {
     for (const i of round % 2 === 0 ? [0, 1] : [1, 0]) {
       const target = targets[i]!;
-      // The first load of each server warms it (JIT, pools); later rounds find it warm.
-      runs[i]!.push(await load(target.name, target.url, headers, { duration: timing.duration, warmup: round === 0 ? timing.warmup : 1 }));
+      // The first load of each server warms it (JIT, pools) for at least FIRST_WARMUP_S, since
+      // the gateway's process has much more code to compile than the bare engine's; later
+      // rounds find both warm.
+      const warmup = round === 0 ? Math.max(timing.warmup, FIRST_WARMUP_S) : 1;
+      runs[i]!.push(await load(target.name, target.url, headers, { duration: timing.duration, warmup }));
       if (process.env.BENCH_DEBUG) console.error(round, target.name, runs[i]!.at(-1)!.rps.toFixed(0));
     }
   }
