@@ -6,6 +6,7 @@ import { MemoryResponseCache, RedisResponseCache, type ResponseCache } from "./c
 import { FunctionCatalog } from "./catalog";
 import { Cors } from "./cors";
 import { DatabaseBreaker } from "./db-breaker";
+import { withDeadline } from "./deadline";
 import { docsAsset, docsPage, DOCS_ASSET_PREFIX } from "./docs";
 import { ApiError, gatewayErrors } from "./errors";
 import { healthReport } from "./health";
@@ -182,14 +183,6 @@ function withRoutableUrl(request: Request): Request {
   const pathStart = url.indexOf("/", url.indexOf("//") + 2);
   if (pathStart >= 11 || pathStart === -1) return request;
   return new Request(`http://gateway.internal${url.slice(pathStart)}`, request);
-}
-
-function withDeadline<T>(work: Promise<T>, ms: number): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  return Promise.race([
-    work,
-    new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms))),
-  ]).finally(() => clearTimeout(timer));
 }
 
 function clientIp(request: Request, info: RequestInfo, trustProxy: boolean): string | undefined {

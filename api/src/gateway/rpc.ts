@@ -8,7 +8,7 @@ import { gatewayErrors } from "./errors";
 import type { JwtService, VerifiedToken } from "./jwt";
 import type { RateLimiter } from "./rate-limit";
 import type { SessionGuard } from "./sessions";
-import { UpstreamFailure, type Upstream, type UpstreamRequest, type UpstreamResponse } from "./upstream";
+import { toResponse, UpstreamFailure, type Upstream, type UpstreamRequest, type UpstreamResponse } from "./upstream";
 
 /** What the request envelope learns while handling one request (for the log line). */
 export interface RequestNotes {
@@ -248,13 +248,6 @@ export class RpcHandler {
       headers: { "Content-Type": "application/json; charset=utf-8", "Cache-Control": "no-store" },
     });
   }
-}
-
-/** PostgREST's answer as it came, with the gateway's X-Cache when the route is cacheable. */
-function toResponse(response: UpstreamResponse, cache?: "HIT" | "MISS"): Response {
-  if (cache) response.headers.set("X-Cache", cache);
-  const body = response.status === 204 || response.status === 304 ? null : response.body;
-  return new Response(body, { status: response.status, headers: response.headers });
 }
 
 /** The query string of a GET or HEAD, forwarded as it came (order and repeated keys kept); undefined when empty. */

@@ -1,5 +1,6 @@
 import { PostgrestClient, PostgrestFilterBuilder } from "@supabase/postgrest-js";
 import type { DatabaseBreaker } from "./db-breaker";
+import { withDeadline } from "./deadline";
 import { gatewayErrors, type ApiError } from "./errors";
 
 /** A fetch-compatible function: the embedded engine's `fetch` seam, or global fetch to PostgREST. */
@@ -8,7 +9,7 @@ export type UpstreamFetch = (input: string | URL | Request, init?: RequestInit) 
 /** Headers of the caller that PostgREST acts on, forwarded as they came. */
 const FORWARDED_HEADERS = ["authorization", "prefer", "accept", "range", "range-unit", "x-request-id"] as const;
 /** Upstream headers that describe the transport of that hop, not the answer. */
-const HOP_HEADERS = ["content-length", "connection", "transfer-encoding", "content-encoding", "keep-alive", "date", "server"];
+const HOP_HEADERS = new Set(["content-length", "connection", "transfer-encoding", "content-encoding", "keep-alive", "date", "server"]);
 
 export interface UpstreamRequest {
   method: "GET" | "HEAD" | "POST";
@@ -88,7 +89,18 @@ export class Upstream {
   /** The answer with its body read (and parsed by postgrest-js unless `parse: false`). */
   async send(request: UpstreamRequest): Promise<UpstreamResponse> {
     const parse = request.parse !== false;
-    const { response, body, result } = await this.exchange(request, parse ? "parse" : "text");
+    return this.answer(await this.exchange(request, parse ? "parse" : "text"), parse);
+  }
+
+  /** The answer as the Response to give the caller: PostgREST's status, headers and body. */
+  async relay(request: UpstreamRequest): Promise<Response> {
+    const exchanged = await this.exchange(request, "relay");
+    // Unread: the engine's own Response, relayed as it is.
+    if (exchanged.body === undefined) return exchanged.response;
+    return toResponse(this.answer(exchanged, false));
+  }
+
+  private answer({ response, body, result }: Exchange, parse: boolean): UpstreamResponse {
     return {
       status: response.status,
       headers: this.ownHeaders(response),
@@ -96,14 +108,6 @@ export class Upstream {
       data: parse ? result.data : null,
       error: parse ? (result.error as UpstreamResponse["error"]) : null,
     };
-  }
-
-  /** The answer as the Response to give the caller: PostgREST's status, headers and body. */
-  async relay(request: UpstreamRequest): Promise<Response> {
-    const { response, body } = await this.exchange(request, "relay");
-    // Unread: the engine's own Response, relayed as it is.
-    if (body === undefined) return response;
-    return new Response(nullBodyStatus(response.status) ? null : body, { status: response.status, headers: this.ownHeaders(response) });
   }
 
   private async exchange(request: UpstreamRequest, mode: "parse" | "text" | "relay"): Promise<Exchange> {
@@ -187,7 +191,7 @@ export class Upstream {
     if (this.buffered) return response.headers;
     const headers = new Headers();
     response.headers.forEach((value, name) => {
-      if (!HOP_HEADERS.includes(name)) headers.set(name, value);
+      if (!HOP_HEADERS.has(name)) headers.set(name, value);
     });
     return headers;
   }
@@ -216,28 +220,14 @@ function appendQuery(url: URL, query: URLSearchParams | undefined, except?: stri
   for (const [name, value] of query) if (name !== except) url.searchParams.append(name, value);
 }
 
-function nullBodyStatus(status: number): boolean {
-  return status === 204 || status === 304;
+/** An answer read here as the Response for the caller, with the gateway's X-Cache when given. */
+export function toResponse(response: UpstreamResponse, cache?: "HIT" | "MISS"): Response {
+  if (cache) response.headers.set("X-Cache", cache);
+  return new Response(nullBodyStatus(response.status) ? null : response.body, { status: response.status, headers: response.headers });
 }
 
-/** `work`, or a rejection once `ms` have passed (then `onExpire` runs first). */
-function withDeadline<T>(work: Promise<T>, ms: number, onExpire: () => void): Promise<T> {
-  return new Promise<T>((resolve, reject) => {
-    const timer = setTimeout(() => {
-      onExpire();
-      reject(new Error("upstream deadline passed"));
-    }, ms);
-    work.then(
-      (value) => {
-        clearTimeout(timer);
-        resolve(value);
-      },
-      (error) => {
-        clearTimeout(timer);
-        reject(error);
-      },
-    );
-  });
+function nullBodyStatus(status: number): boolean {
+  return status === 204 || status === 304;
 }
 
 /** The embedded engine's `fetch(Request)` as a fetch-compatible function. */
