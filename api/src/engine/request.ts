@@ -187,3 +187,54 @@ export function decodeUtf8Body(bytes: Uint8Array): string {
 export function invalidJson(): ApiError {
   return new ApiError(400, "PGRST102", "Empty or invalid json");
 }
+
+/** Deepest JSON nesting a body may have: deeper bodies cost recursion (and stack) everywhere they are read. */
+export const MAX_JSON_DEPTH = 64;
+
+/**
+ * JSON.parse, refusing nesting deeper than `maxDepth` first. The scan is linear and cannot
+ * recurse, so a hostile body costs the event loop no more than reading its bytes.
+ */
+export function parseJsonBounded(text: string, maxDepth = MAX_JSON_DEPTH): unknown {
+  let depth = 0;
+  let inString = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (inString) {
+      if (c === 92 /* \ */) i++;
+      else if (c === 34 /* " */) inString = false;
+    } else if (c === 34) inString = true;
+    else if (c === 91 /* [ */ || c === 123 /* { */) {
+      if (++depth > maxDepth) {
+        throw new ApiError(400, "PGRST102", "Empty or invalid json", `JSON nesting is deeper than ${maxDepth} levels`);
+      }
+    } else if (c === 93 || c === 125) depth--;
+  }
+  try {
+    return JSON.parse(text);
+  } catch {
+    throw invalidJson();
+  }
+}
+
+export interface QueryLimits {
+  /** Longest query string, in characters (percent-escapes counted as sent). */
+  maxLength: number;
+  /** Most `&`-separated parameters. */
+  maxParams: number;
+}
+
+export const DEFAULT_QUERY_LIMITS: QueryLimits = { maxLength: 524_288, maxParams: 100 };
+
+/** Refuses a query string too long or with too many parameters before anything parses it. */
+export function checkQueryBounds(rawQuery: string, limits: QueryLimits = DEFAULT_QUERY_LIMITS): void {
+  if (rawQuery.length > limits.maxLength) {
+    throw new ApiError(414, "PGRST100", "The query string is too long", `It has ${rawQuery.length} characters; at most ${limits.maxLength} are accepted`);
+  }
+  let params = 1;
+  for (let i = rawQuery.indexOf("&"); i !== -1; i = rawQuery.indexOf("&", i + 1)) {
+    if (++params > limits.maxParams) {
+      throw new ApiError(400, "PGRST100", "Too many query parameters", `At most ${limits.maxParams} parameters are accepted`);
+    }
+  }
+}

@@ -8,7 +8,7 @@ import { ApiError } from "./errors";
 import type { EngineRequest, EngineRuntime } from "./context";
 import type { JwtAuthenticator } from "./jwt";
 import { fromDatabaseError } from "./pg-errors";
-import { parsePrefer, requestSchema } from "./request";
+import { checkQueryBounds, parsePrefer, requestSchema } from "./request";
 import { handleRelation } from "./relation";
 import { handleRpc } from "./rpc";
 
@@ -32,12 +32,14 @@ export async function route(
   const segments = url.pathname.split("/").slice(1);
   if (segments.length > 0 && segments[segments.length - 1] === "") segments.pop();
   const schema = requestSchema(request.headers, method, rt.config.dbSchemas);
+  const rawQuery = url.search.startsWith("?") ? url.search.slice(1) : url.search;
+  checkQueryBounds(rawQuery);
   const req: EngineRequest = {
     request,
     url,
     method,
     path: url.pathname,
-    rawQuery: url.search.startsWith("?") ? url.search.slice(1) : url.search,
+    rawQuery,
     schema,
     auth: authResult,
     prefer: parsePrefer(request.headers),

@@ -13,7 +13,7 @@ import {
   buildReadSql, decodeQueryString, negotiateRead, parseReadQuery, rangeOutcome,
   UnsafeCastError, type BodyShape, type ReadQuery, type ReadRow,
 } from "./query";
-import { checkStrictPreferences, decodeUtf8Body, invalidJson, readBody } from "./request";
+import { checkStrictPreferences, decodeUtf8Body, parseJsonBounded, readBody } from "./request";
 import { responseFromGucs } from "./response";
 import type { Routine, RoutineParam } from "./schema-cache";
 import { quoteIdent } from "./sql-ident";
@@ -191,12 +191,7 @@ async function bodyArguments(rt: EngineRuntime, req: EngineRequest): Promise<Arg
     return { keys: sortKeys([...repeated.keys()]), repeated, bodyKind: "form", isPost: true };
   }
   if (text === "") return { keys: [], rawJson: "{}", jsonShape: "object", bodyKind: "json", isPost: true };
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(text);
-  } catch {
-    throw invalidJson();
-  }
+  const parsed = parseJsonBounded(text);
   if (Array.isArray(parsed)) {
     const first = parsed[0];
     if (first !== undefined && (first === null || typeof first !== "object" || Array.isArray(first))) {
