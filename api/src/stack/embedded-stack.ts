@@ -90,6 +90,8 @@ export async function startEmbeddedStack(options: EmbeddedStackOptions = {}): Pr
       REDIS_URL: redis?.url,
       POSTGREST_URL: undefined,
       PORT: String(options.port ?? (env.PORT ? Number(env.PORT) : 8000)),
+      // A development stack is reachable from this machine only, unless HOST says otherwise.
+      HOST: env.HOST?.trim() || "127.0.0.1",
       PGRST_DB_SCHEMAS: env.PGRST_DB_SCHEMAS ?? "api",
       PGRST_DB_ANON_ROLE: env.PGRST_DB_ANON_ROLE ?? "anon",
     };
