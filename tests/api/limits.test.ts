@@ -54,10 +54,10 @@ describe("rate limits", () => {
       }
     }
     expect(limited).toBeDefined();
-    expectLimited(limited!, "account");
+    expectLimited(limited!, "account and client address");
     if (!testStack().external) expect(failures).toBe(10); // RATE_LIMIT_EMAIL_MAX default
     // The email is normalised, so case and spaces do not open a second budget.
-    expectLimited(await call("/rpc/sign_in", { body: { email: `  ${victim.email.toUpperCase()} `, password: "x" } }), "account");
+    expectLimited(await call("/rpc/sign_in", { body: { email: `  ${victim.email.toUpperCase()} `, password: "x" } }), "account and client address");
 
     const bystander = newUser();
     await signUp(bystander);
@@ -71,7 +71,7 @@ describe("rate limits", () => {
     await atWindowStart(1);
     for (let i = 0; i < 2; i++) expect((await call("/rpc/sign_in", { base, body: { ...user, password: "wrong-password" } })).status).toBe(401);
     const limited = await call("/rpc/sign_in", { base, body: user });
-    expectLimited(limited, "account");
+    expectLimited(limited, "account and client address");
     // Successful sign-ins do not count against the account; waiting out Retry-After is enough.
     await Bun.sleep(Number(limited.headers.get("retry-after")) * 1000 + 100);
     expect((await call("/rpc/sign_in", { base, body: user })).status).toBe(200);

@@ -15,7 +15,8 @@ import { buildOpenApi } from "./openapi";
 import { FallbackRateLimiter, MemoryRateLimiter, RedisRateLimiter, type RateLimiter } from "./rate-limit";
 import { connectRedis, type RedisLink } from "./redis";
 import { RpcHandler, type RequestNotes } from "./rpc";
-import { SessionGuard } from "./sessions";
+import { securityHeaders } from "./security-headers";
+import { DATABASE_REVOCATION_CHANNEL, SessionGuard } from "./sessions";
 import { Upstream, UpstreamFailure, type UpstreamFetch } from "./upstream";
 
 export interface GatewayOptions {
@@ -90,6 +91,22 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     revokedTtlSeconds: config.jwt.accessTokenTtlSeconds + 60,
     log,
   });
+  // Every revocation, whatever path made it (a function, SQL by hand), is announced by the
+  // database; postgres.js calls the third argument on every (re)connect of the listener.
+  let listenerConnected = false;
+  sql
+    .listen(
+      DATABASE_REVOCATION_CHANNEL,
+      (payload) => {
+        const sid = revokedSessionOf(payload);
+        if (sid) sessions.revokedInDatabase(sid);
+      },
+      () => {
+        if (listenerConnected) sessions.listenerReconnected();
+        listenerConnected = true;
+      },
+    )
+    .catch((error: unknown) => log({ event: "revocation_listen_failed", error: error instanceof Error ? error.message : String(error) }));
   const cache: ResponseCache = redis ? new RedisResponseCache(redis) : new MemoryResponseCache();
   const limiter: RateLimiter = redis ? new FallbackRateLimiter(new RedisRateLimiter(redis), redis) : new MemoryRateLimiter();
   const admission = new Admission(config.admission.signInConcurrency, config.admission.signInQueue, config.admission.signInQueueTimeoutMs);
@@ -123,8 +140,9 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
       return Response.json(buildOpenApi(catalog.all(), { defaultSchema: config.schemas[0]!, version: options.version ?? "0.1.0" }));
     })
     .get(`${DOCS_ASSET_PREFIX}:file`, ({ params, request }) => docsAsset(params.file) ?? gatewayErrors.notFound(new URL(request.url).pathname).toResponse())
-    .all("/rpc/:fn", ({ request, params }) => rpc.rpc(request, params.fn, notesOf.get(request) ?? {}), { parse: "none" })
-    .all("/:relation", ({ request, params }) => rpc.relation(request, params.relation), { parse: "none" });
+    // The target is resolved from the raw path by rpc.handle (resolve.ts), not from Elysia's params.
+    .all("/rpc/:fn", ({ request }) => rpc.handle(request, notesOf.get(request) ?? {}), { parse: "none" })
+    .all("/:relation", ({ request }) => rpc.handle(request, notesOf.get(request) ?? {}), { parse: "none" });
 
   async function handle(incomingRequest: Request, info: RequestInfo = {}): Promise<Response> {
     const started = performance.now();
@@ -143,6 +161,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
       response = new Response(response.body, response);
       response.headers.set("X-Request-Id", requestId);
     }
+    securityHeaders(response.headers);
     cors.decorate(request, response.headers);
 
     if (config.logRequests) {
@@ -198,9 +217,22 @@ function fromUpstreamError(status: number, error: { code?: string; message?: str
   return new ApiError(status >= 500 ? status : 503, error?.code ?? "PGRST001", error?.message ?? "Upstream error", error?.details ?? null, error?.hint ?? null);
 }
 
+/** The session id of a revocation notification (`{"sid": …, "sub": …}`). */
+function revokedSessionOf(payload: string): string | undefined {
+  try {
+    const sid = (JSON.parse(payload) as { sid?: unknown }).sid;
+    return typeof sid === "string" ? sid : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 function errorResponse(error: unknown, log: (event: Record<string, unknown>) => void): Response {
   if (error instanceof ApiError) return error.toResponse();
-  if (error instanceof UpstreamFailure) return error.apiError.toResponse();
+  if (error instanceof UpstreamFailure) {
+    if (error.reason) log({ event: "upstream_failure", error: error.reason });
+    return error.apiError.toResponse();
+  }
   log({ event: "unhandled_error", error: error instanceof Error ? error.message : String(error) });
   return gatewayErrors.internal().toResponse();
 }

@@ -2,12 +2,15 @@
  * Which cached GET answers a successful write evicts.
  *
  * Generic rule (what the compliance functions rely on): an answer whose arguments include
- * `tenant_id` is tagged `tenant:<tenant_id>`, and a successful POST to any function whose
- * arguments include `tenant_id` evicts that tag. The table below adds explicit rules for writes
- * whose arguments do not name the tenant.
+ * `tenant_id` is tagged `tenant:<tenant_id>`, and a POST to any function whose arguments
+ * include `tenant_id` evicts that tag. Tenant ids are read as PostgreSQL reads a uuid and
+ * tagged in its canonical text, so `A0EE…`, `{a0ee…}` and `a0ee…` are one tenant. The table
+ * below adds explicit rules for writes whose arguments do not name the tenant.
  */
+import { canonicalUuid } from "./resolve";
+
 export interface CacheRule {
-  /** Extra tags a successful POST to this function evicts, computed from its arguments. */
+  /** Extra tags a POST to this function evicts, computed from its arguments. */
   evicts: (args: Record<string, unknown>) => string[];
 }
 
@@ -19,26 +22,44 @@ export const EXPLICIT_RULES: Record<string, CacheRule> = {};
  * Functions never cached although STABLE: their answer is the revocation or identity state the
  * gateway must see fresh (session_active, validate_token), or changes on every sign-in (me).
  * Compliance reads without a `tenant_id` argument cannot be evicted by tenant: scan_job changes
- * in the worker, my_tenants when someone else adds the caller, and scan must disappear at once
- * for a removed member.
+ * in the worker, my_tenants and my_invitations when someone else invites or adds the caller,
+ * and scan must disappear at once for a removed member.
  */
-export const NEVER_CACHED = new Set(["session_active", "validate_token", "me", "scan", "scan_job", "my_tenants"]);
+export const NEVER_CACHED = new Set(["session_active", "validate_token", "me", "scan", "scan_job", "my_tenants", "my_invitations"]);
 
-/** Tags of a GET answer, from its arguments. */
-export function tagsForRead(args: Record<string, unknown>): string[] {
+/**
+ * Tags of a GET answer, from its query string; undefined when the answer must not be cached
+ * because a tag argument is repeated or is not a uuid PostgreSQL would accept (the call then
+ * fails upstream, or would be cached under a tag no write evicts).
+ */
+export function tagsForRead(query: URLSearchParams): string[] | undefined {
   const tags: string[] = [];
   for (const name of TAG_ARGUMENTS) {
-    const value = args[name];
-    if (typeof value === "string" && value !== "") tags.push(`tenant:${value}`);
+    const values = query.getAll(name);
+    if (values.length === 0) continue;
+    const tenant = values.length === 1 ? canonicalUuid(values[0]) : undefined;
+    if (!tenant) return undefined;
+    tags.push(`tenant:${tenant}`);
   }
   return tags;
 }
 
-/** Tags a successful POST evicts, from its function name and arguments. */
-export function tagsForWrite(fn: string, args: unknown): string[] {
-  const record = args !== null && typeof args === "object" && !Array.isArray(args) ? (args as Record<string, unknown>) : {};
-  const tags = tagsForRead(record);
-  const rule = EXPLICIT_RULES[fn];
-  if (rule) tags.push(...rule.evicts(record));
-  return [...new Set(tags)];
+/**
+ * Tags a POST evicts, from its function name and its body in any shape: an object, or an array
+ * of objects (PostgREST calls with the first; every element's tenant is evicted all the same).
+ */
+export function tagsForWrite(fn: string, body: unknown): string[] {
+  const records = (Array.isArray(body) ? body : [body]).filter(
+    (item): item is Record<string, unknown> => item !== null && typeof item === "object" && !Array.isArray(item),
+  );
+  const tags = new Set<string>();
+  for (const record of records) {
+    for (const name of TAG_ARGUMENTS) {
+      const tenant = canonicalUuid(record[name]);
+      if (tenant) tags.add(`tenant:${tenant}`);
+    }
+    const rule = EXPLICIT_RULES[fn];
+    if (rule) for (const tag of rule.evicts(record)) tags.add(tag);
+  }
+  return [...tags];
 }

@@ -8,6 +8,9 @@ export const gatewayErrors = {
   notFound: (path: string) =>
     new ApiError(404, "PGRST125", `Invalid path specified in request URL`, null, `No route for ${path.slice(0, 200)}`),
   methodNotAllowed: (method: string) => new ApiError(405, "PGRST117", `Unsupported HTTP method: ${method}`),
+  // PostgREST answers 405 once such a call fails in its read-only transaction; here nothing runs.
+  readOfVolatile: (method: string) =>
+    new ApiError(405, "PGRST101", `Cannot use the ${method} method on a volatile function`, null, "Call it with POST.", { Allow: "POST" }),
   rateLimited: (retryAfter: number, scope: string) =>
     new ApiError(429, "PGRST429", "Too many requests", `Limit per ${scope} reached`, `Retry after ${retryAfter} seconds.`, {
       "Retry-After": String(retryAfter),

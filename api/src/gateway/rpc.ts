@@ -3,7 +3,8 @@ import type { Admission } from "./admission";
 import type { CachedResponse, ResponseCache } from "./cache";
 import { NEVER_CACHED, tagsForRead, tagsForWrite } from "./cache-rules";
 import type { FunctionCatalog } from "./catalog";
-import { decodeUtf8Body, readBody } from "../engine/request";
+import { checkQueryBounds, decodeUtf8Body, parseJsonBounded, readBody } from "../engine/request";
+import { rawPath, resolveSchema, resolveTarget } from "./resolve";
 import { gatewayErrors } from "./errors";
 import type { JwtService, VerifiedToken } from "./jwt";
 import type { RateLimiter } from "./rate-limit";
@@ -33,8 +34,12 @@ export interface RpcDeps {
 
 /** Headers of a cached answer worth replaying (the rest describe the original exchange). */
 const REPLAYED_HEADERS = ["content-type", "content-range", "preference-applied"];
+/** The request headers the upstream is sent that shape a read's answer (see FORWARDED_HEADERS). */
+const ANSWER_HEADERS = ["accept", "prefer", "range", "range-unit"];
 const AUTH_SCHEMA = "api";
 const BCRYPT_FUNCTIONS = new Set(["sign_in", "sign_up"]);
+/** The auth functions that change state: never callable with GET or HEAD, whatever the catalogue says. */
+const POST_ONLY = new Set(["sign_in", "sign_up", "issue_token", "revoke_token", "revoke_all_tokens"]);
 
 /**
  * `/rpc/<fn>` and relation reads: verifies the caller's token and session, applies the
@@ -44,30 +49,43 @@ const BCRYPT_FUNCTIONS = new Set(["sign_in", "sign_up"]);
 export class RpcHandler {
   constructor(private readonly deps: RpcDeps) {}
 
-  async rpc(request: Request, fn: string, notes: RequestNotes): Promise<Response> {
+  /**
+   * `/rpc/<fn>` and `/<relation>`. The target, schema and arguments are read once (resolve.ts,
+   * readArguments); every decision below is taken from that reading, and the upstream is sent
+   * exactly it: the resolved name re-encoded, the resolved schema, the canonical arguments.
+   */
+  async handle(request: Request, notes: RequestNotes): Promise<Response> {
     const method = request.method;
-    if (method !== "GET" && method !== "HEAD" && method !== "POST") throw gatewayErrors.methodNotAllowed(method);
+    const target = resolveTarget(rawPath(request.url));
+    const rpc = "rpc" in target;
+    if (method !== "GET" && method !== "HEAD" && (method !== "POST" || !rpc)) throw gatewayErrors.methodNotAllowed(method);
+    const query = queryOf(request);
+    const schema = resolveSchema(request.headers, method, this.deps.config.schemas);
     let caller = this.authenticate(request);
     if (caller instanceof Promise) caller = await caller;
-    const schema = this.profile(request, method);
-    const effectiveSchema = schema ?? this.deps.config.schemas[0]!;
+    const clientAddress = notes.clientIp?.();
+    if (!rpc) return this.deps.upstream.relay({ method, target, query, schema, headers: request.headers, clientAddress });
 
+    const fn = target.rpc;
     if (method !== "POST") {
-      const read = { method, target: { rpc: fn }, query: queryOf(request), schema, headers: request.headers, parse: false } as const;
-      if (method === "GET" && this.cacheable(effectiveSchema, fn)) return this.cached(request, effectiveSchema, fn, read, caller, notes);
+      if (this.postOnly(schema, fn)) throw gatewayErrors.readOfVolatile(method);
+      const read = { method, target, query, schema, headers: request.headers, clientAddress, parse: false } as const;
+      if (method === "GET" && this.cacheable(schema, fn)) return this.cached(request, schema, fn, read, caller, notes);
       return this.deps.upstream.relay(read);
     }
 
-    const auth = effectiveSchema === AUTH_SCHEMA;
+    const auth = schema === AUTH_SCHEMA;
     const hashes = auth && BCRYPT_FUNCTIONS.has(fn);
     // Overloaded: refused before the body is even read, so a flood of sign-ins costs as little
     // as possible of the CPU the admitted hashes and every other route need.
     if (hashes && this.deps.admission.full()) throw gatewayErrors.overloaded(1);
-    const args = await readArguments(request, this.deps.config.maxBodyBytes);
-    const call = { method, target: { rpc: fn }, args, schema, headers: request.headers } as const;
-    // Only the auth functions' answers are read here (tokens, sessions); the rest is relayed.
-    if (!auth) return this.evictingWrites(fn, args, await this.deps.upstream.relay(call));
-    const release = hashes ? await this.admitSignIn(fn, args, notes) : undefined;
+    const body = await readArguments(request, this.deps.config.maxBodyBytes);
+    if (!auth) return this.evictingWrites(fn, body, await this.deps.upstream.relay({ method, target, args: body, schema, headers: request.headers, clientAddress }));
+    // The auth functions' answers are read here (tokens, sessions, limits): they are sent the
+    // arguments the function receives (PostgREST calls with an array body's first object).
+    const args = calledWith(body);
+    const call = { method, target, args, schema, headers: request.headers, clientAddress } as const;
+    const release = hashes ? await this.admitSignIn(fn, args, clientAddress) : undefined;
     let response: UpstreamResponse;
     try {
       const upstream = release ? (this.deps.hashingUpstream ?? this.deps.upstream) : this.deps.upstream;
@@ -75,15 +93,14 @@ export class RpcHandler {
     } finally {
       release?.();
     }
-    return (await this.afterAuthCall(fn, args, response)) ?? this.evictingWrites(fn, args, toResponse(response));
+    return (await this.afterAuthCall(fn, args, clientAddress, response)) ?? this.evictingWrites(fn, args, toResponse(response));
   }
 
-  async relation(request: Request, relation: string): Promise<Response> {
-    const method = request.method;
-    if (method !== "GET" && method !== "HEAD") throw gatewayErrors.methodNotAllowed(method);
-    const caller = this.authenticate(request);
-    if (caller instanceof Promise) await caller;
-    return this.deps.upstream.relay({ method, target: { relation }, query: queryOf(request), schema: this.profile(request, method), headers: request.headers });
+  /** GET/HEAD of a function that can only change state: refused before anything runs. */
+  private postOnly(schema: string, fn: string): boolean {
+    if (schema === AUTH_SCHEMA && POST_ONLY.has(fn)) return true;
+    const overloads = this.deps.catalog.find(schema, fn);
+    return overloads.length > 0 && overloads.every((o) => o.volatility === "volatile");
   }
 
   /** A successful write's answer, once the cached reads it may have changed are evicted. */
@@ -106,17 +123,13 @@ export class RpcHandler {
 
   private withActiveSession(verified: VerifiedToken | undefined): VerifiedToken | undefined | Promise<VerifiedToken | undefined> {
     if (!verified || typeof verified.claims.sid !== "string") return verified;
-    const active = this.deps.sessions.isActive(verified.claims.sid, verified.token);
+    const active = this.deps.sessions.isActive(verified.claims.sid, String(verified.claims.sub ?? ""), verified.token);
     if (active === true) return verified;
     if (active === false) throw gatewayErrors.sessionRevoked();
     return active.then((isActive) => {
       if (!isActive) throw gatewayErrors.sessionRevoked();
       return verified;
     });
-  }
-
-  private profile(request: Request, method: string): string | undefined {
-    return request.headers.get(method === "POST" ? "content-profile" : "accept-profile") ?? undefined;
   }
 
   private cacheable(schema: string, fn: string): boolean {
@@ -141,10 +154,16 @@ export class RpcHandler {
       response.headers.set("X-Cache", "MISS");
       return response;
     }
+    const tags = tagsForRead(query);
+    if (!tags) {
+      notes.cache = "BYPASS";
+      return this.deps.upstream.relay(read);
+    }
     const pairs = [...query].sort(([a, x], [b, y]) => (a < b ? -1 : a > b ? 1 : x < y ? -1 : x > y ? 1 : 0));
     const identity = caller ? `${String(caller.claims.role ?? "")}:${String(caller.claims.sub ?? "")}` : "anon";
-    const key = JSON.stringify([schema, fn, pairs, identity, request.headers.get("accept") ?? "", request.headers.get("prefer") ?? ""]);
-    const tags = tagsForRead(Object.fromEntries(query));
+    // Every header the upstream is sent that can change the answer is part of the key.
+    const varying = ANSWER_HEADERS.map((name) => request.headers.get(name) ?? "");
+    const key = JSON.stringify([schema, fn, pairs, identity, ...varying]);
     let versions: string[] | undefined;
     try {
       const found = await cache.lookup(key, tags);
@@ -170,19 +189,18 @@ export class RpcHandler {
   }
 
   /** Rate limits, then a free hashing slot; a release function for the slot. */
-  private async admitSignIn(fn: string, args: unknown, notes: RequestNotes): Promise<() => void> {
+  private async admitSignIn(fn: string, args: unknown, clientAddress: string | undefined): Promise<() => void> {
     const { rateLimit } = this.deps.config;
     const limiter = this.deps.limiter;
-    const ip = rateLimit.ipMax > 0 ? notes.clientIp?.() : undefined;
-    if (ip) {
-      const decision = await limiter.attempt(`ip:${ip}`, rateLimit.ipMax, rateLimit.ipWindowSeconds, true);
+    if (rateLimit.ipMax > 0 && clientAddress) {
+      const decision = await limiter.attempt(`ip:${clientAddress}`, rateLimit.ipMax, rateLimit.ipWindowSeconds, true);
       if (!decision.allowed) throw gatewayErrors.rateLimited(decision.retryAfter, "client address");
     }
-    const email = emailOf(args);
-    if (rateLimit.emailMax > 0 && email) {
+    const key = accountKey(fn, args, clientAddress);
+    if (rateLimit.emailMax > 0 && key) {
       // sign_in counts failures only (afterAuthCall); sign_up counts every attempt.
-      const decision = await limiter.attempt(`email:${fn}:${email}`, rateLimit.emailMax, rateLimit.emailWindowSeconds, fn === "sign_up");
-      if (!decision.allowed) throw gatewayErrors.rateLimited(decision.retryAfter, "account");
+      const decision = await limiter.attempt(key, rateLimit.emailMax, rateLimit.emailWindowSeconds, fn === "sign_up");
+      if (!decision.allowed) throw gatewayErrors.rateLimited(decision.retryAfter, "account and client address");
     }
     const release = await this.deps.admission.acquire();
     if (!release) throw gatewayErrors.overloaded(1);
@@ -190,13 +208,13 @@ export class RpcHandler {
   }
 
   /** The auth functions' side effects on tokens, sessions and limits; a replacement answer or undefined. */
-  private async afterAuthCall(fn: string, args: unknown, response: UpstreamResponse): Promise<Response | undefined> {
+  private async afterAuthCall(fn: string, args: unknown, clientAddress: string | undefined, response: UpstreamResponse): Promise<Response | undefined> {
     const ok = response.status >= 200 && response.status < 300;
     switch (fn) {
       case "sign_in": {
-        const email = emailOf(args);
-        if (response.status === 401 && email && this.deps.config.rateLimit.emailMax > 0) {
-          await this.deps.limiter.record(`email:sign_in:${email}`, this.deps.config.rateLimit.emailWindowSeconds);
+        const key = accountKey(fn, args, clientAddress);
+        if (response.status === 401 && key && this.deps.config.rateLimit.emailMax > 0) {
+          await this.deps.limiter.record(key, this.deps.config.rateLimit.emailWindowSeconds);
         }
         return ok ? this.tokenResponse(response) : undefined;
       }
@@ -234,7 +252,7 @@ export class RpcHandler {
       throw gatewayErrors.internal();
     }
     const { token, expiresIn } = await this.deps.jwt.mintAccessToken({ id: session.user.id, email: session.user.email }, session.session_id);
-    this.deps.sessions.markActive(session.session_id);
+    this.deps.sessions.markActive(session.session_id, session.user.id);
     const body = JSON.stringify({
       access_token: token,
       token_type: "bearer",
@@ -250,11 +268,18 @@ export class RpcHandler {
   }
 }
 
-/** The query string of a GET or HEAD, forwarded as it came (order and repeated keys kept); undefined when empty. */
+/**
+ * The query string, forwarded as it came (order and repeated keys kept); undefined when empty.
+ * Bounded in length and parameter count before it is parsed.
+ */
 function queryOf(request: Request): URLSearchParams | undefined {
   const url = request.url;
   const start = url.indexOf("?");
-  return start === -1 || start === url.length - 1 ? undefined : new URLSearchParams(url.slice(start + 1));
+  if (start === -1 || start === url.length - 1) return undefined;
+  const hash = url.indexOf("#", start);
+  const raw = url.slice(start + 1, hash === -1 ? undefined : hash);
+  checkQueryBounds(raw);
+  return new URLSearchParams(raw);
 }
 
 function replay(hit: CachedResponse): Response {
@@ -263,9 +288,20 @@ function replay(hit: CachedResponse): Response {
   return new Response(hit.body, { status: hit.status, headers });
 }
 
-function emailOf(args: unknown): string | undefined {
+/**
+ * The gateway's first-filter key for an account's attempts: the address as the database
+ * normalizes it (NFC, trimmed, lower case) together with the client address, so that nobody
+ * can spend another person's allowance (the database keeps the per-account ceiling).
+ */
+function accountKey(fn: string, args: unknown, clientAddress: string | undefined): string | undefined {
   const email = args !== null && typeof args === "object" ? (args as { email?: unknown }).email : undefined;
-  return typeof email === "string" ? email.trim().toLowerCase().slice(0, 254) : undefined;
+  if (typeof email !== "string") return undefined;
+  return `email:${fn}:${email.normalize("NFC").trim().toLowerCase().slice(0, 254)}|${clientAddress ?? ""}`;
+}
+
+/** The arguments a function is called with for a body: an array body's first object (PostgREST v16). */
+function calledWith(body: unknown): unknown {
+  return Array.isArray(body) ? (body[0] ?? {}) : body;
 }
 
 /** issue_token's reuse answer: 401 whose `details` is JSON text naming the revoked session. */
@@ -286,11 +322,7 @@ async function readArguments(request: Request, maxBytes: number): Promise<unknow
   const type = request.headers.get("content-type") ?? "";
   if (type.startsWith("application/x-www-form-urlencoded")) return Object.fromEntries(new URLSearchParams(text));
   if (text.trim() === "") return {};
-  try {
-    return JSON.parse(text);
-  } catch {
-    throw gatewayErrors.invalidJson();
-  }
+  return parseJsonBounded(text);
 }
 
 export { UpstreamFailure };

@@ -1,7 +1,12 @@
 import type { RedisLink } from "./redis";
 
 export const REVOCATION_CHANNEL = "autoaudit:sessions:revoked";
+/** The channel the database notifies on every session revocation (trigger on auth.sessions). */
+export const DATABASE_REVOCATION_CHANNEL = "autoaudit_session_revoked";
 const key = (sid: string) => `sess:${sid}`;
+/** Redis's "active" marker names the session's user, so it answers only for tokens of that user. */
+const activeValue = (sub: string) => `1:${sub}`;
+const pairKey = (sid: string, sub: string) => `${sid}:${sub}`;
 const LOCAL_MAX = 50_000;
 
 export interface SessionGuardOptions {
@@ -20,14 +25,18 @@ export interface SessionGuardOptions {
  * (`sess:<sid>`, shared by every instance and updated on revocation), the database
  * (`api.session_active`, the truth). A revocation is published on Redis so every instance
  * drops its local answer at once; without Redis, each instance asks the database at least
- * every localTtlMs. A session is never accepted without one of these layers saying so.
+ * every localTtlMs. The database also notifies every revocation, whatever path made it (see
+ * revokedInDatabase). A session is never accepted without one of these layers saying so, and an
+ * answer is only ever reused for the same user (`sub`) it was given for.
  */
 export class SessionGuard {
-  private readonly active = new Map<string, number>(); // sid → trusted until (ms)
+  private readonly active = new Map<string, { sub: string; until: number }>(); // sid → whose, trusted until (ms)
   private readonly revoked = new Map<string, number>(); // sid → remember until (ms)
   private readonly inflight = new Map<string, Promise<boolean>>();
   /** Revocations Redis missed while it was away, written when it returns. */
   private readonly pending = new Set<string>();
+  /** Until then Redis's "active" answers are not trusted: revocations may have been missed. */
+  private distrustRedisUntil = 0;
 
   constructor(
     private readonly redis: RedisLink | undefined,
@@ -46,24 +55,26 @@ export class SessionGuard {
   }
 
   /** A plain answer when this process knows it (the common case), else the lookup. */
-  isActive(sid: string, token: string): boolean | Promise<boolean> {
+  isActive(sid: string, sub: string, token: string): boolean | Promise<boolean> {
     const now = Date.now();
-    const revokedUntil = this.revoked.get(sid);
-    if (revokedUntil !== undefined) {
+    for (const name of [sid, pairKey(sid, sub)]) {
+      const revokedUntil = this.revoked.get(name);
+      if (revokedUntil === undefined) continue;
       if (revokedUntil > now) return false;
-      this.revoked.delete(sid);
+      this.revoked.delete(name);
     }
-    const trustedUntil = this.active.get(sid);
-    if (trustedUntil !== undefined && trustedUntil > now) return true;
-    let lookup = this.inflight.get(sid);
+    const trusted = this.active.get(sid);
+    if (trusted !== undefined && trusted.until > now && trusted.sub === sub) return true;
+    const flight = `${sid}:${sub}`;
+    let lookup = this.inflight.get(flight);
     if (!lookup) {
-      lookup = this.lookup(sid, token).finally(() => this.inflight.delete(sid));
-      this.inflight.set(sid, lookup);
+      lookup = this.lookup(sid, sub, token).finally(() => this.inflight.delete(flight));
+      this.inflight.set(flight, lookup);
     }
     return lookup;
   }
 
-  private async lookup(sid: string, token: string): Promise<boolean> {
+  private async lookup(sid: string, sub: string, token: string): Promise<boolean> {
     let state: string | null = null;
     let redisAnswered = false;
     if (this.redis?.ready()) {
@@ -78,28 +89,52 @@ export class SessionGuard {
       this.rememberRevoked(sid);
       return false;
     }
-    if (state === "1") {
-      this.trust(sid);
+    if (state === activeValue(sub) && Date.now() >= this.distrustRedisUntil) {
+      this.trust(sid, sub);
       return true;
     }
+    // The database checks that the session is active and belongs to the token's `sub`.
     const active = await this.askDatabase(token);
     if (active) {
-      this.trust(sid);
+      this.trust(sid, sub);
       // NX: never overwrite a revocation another instance wrote while we were asking.
-      if (redisAnswered) this.redis!.client.set(key(sid), "1", "EX", this.options.redisActiveTtlSeconds, "NX").catch(() => {});
+      if (redisAnswered) this.redis!.client.set(key(sid), activeValue(sub), "EX", this.options.redisActiveTtlSeconds, "NX").catch(() => {});
     } else {
-      this.rememberRevoked(sid);
-      if (redisAnswered) this.redis!.client.set(key(sid), "0", "EX", this.options.revokedTtlSeconds).catch(() => {});
+      // Revoked, or not this user's session: the answer holds for this pair only. Real
+      // revocations reach every instance and Redis through the database's notification.
+      this.rememberRevoked(pairKey(sid, sub));
     }
     return active;
   }
 
-  /** A session sign_in or issue_token just proved active. */
-  markActive(sid: string): void {
-    this.trust(sid);
+  /** A session sign_in or issue_token just proved active for user `sub`. */
+  markActive(sid: string, sub: string): void {
+    this.trust(sid, sub);
     if (this.redis?.ready()) {
-      this.redis.client.set(key(sid), "1", "EX", this.options.redisActiveTtlSeconds, "NX").catch(() => {});
+      this.redis.client.set(key(sid), activeValue(sub), "EX", this.options.redisActiveTtlSeconds, "NX").catch(() => {});
     }
+  }
+
+  /**
+   * A revocation the database announced (NOTIFY from the trigger on auth.sessions). Every
+   * instance hears it, so it is remembered here and written to Redis without a broadcast.
+   */
+  revokedInDatabase(sid: string): void {
+    this.rememberRevoked(sid);
+    if (!this.redis?.ready()) {
+      this.pending.add(sid);
+      return;
+    }
+    this.redis.client.set(key(sid), "0", "EX", this.options.revokedTtlSeconds).catch(() => this.pending.add(sid));
+  }
+
+  /**
+   * The database listener (re)connected: notifications sent while it was away are lost, so
+   * nothing this process or Redis remembers as active is trusted until asked again.
+   */
+  listenerReconnected(): void {
+    this.active.clear();
+    this.distrustRedisUntil = Date.now() + this.options.redisActiveTtlSeconds * 1000;
   }
 
   /** Sessions the database just revoked: refuse them here now, and everywhere within a second. */
@@ -132,10 +167,10 @@ export class SessionGuard {
     } catch {}
   }
 
-  private trust(sid: string) {
+  private trust(sid: string, sub: string) {
     if (this.options.localTtlMs <= 0) return;
     if (this.active.size >= LOCAL_MAX) this.active.clear();
-    this.active.set(sid, Date.now() + this.options.localTtlMs);
+    this.active.set(sid, { sub, until: Date.now() + this.options.localTtlMs });
   }
 
   private rememberRevoked(sid: string) {

@@ -2,11 +2,15 @@ import { PostgrestClient, PostgrestFilterBuilder } from "@supabase/postgrest-js"
 import type { DatabaseBreaker } from "./db-breaker";
 import { withDeadline } from "./deadline";
 import { gatewayErrors, type ApiError } from "./errors";
+import { encodeSegment } from "./resolve";
 
 /** A fetch-compatible function: the embedded engine's `fetch` seam, or global fetch to PostgREST. */
 export type UpstreamFetch = (input: string | URL | Request, init?: RequestInit) => Promise<Response>;
 
-/** Headers of the caller that PostgREST acts on, forwarded as they came. */
+/**
+ * Headers of the caller that PostgREST acts on, forwarded as they came. X-Forwarded-For is not
+ * among them: the gateway sends the address it saw itself (clientAddress), never the client's.
+ */
 const FORWARDED_HEADERS = ["authorization", "prefer", "accept", "range", "range-unit", "x-request-id"] as const;
 /** Upstream headers that describe the transport of that hop, not the answer. */
 const HOP_HEADERS = new Set(["content-length", "connection", "transfer-encoding", "content-encoding", "keep-alive", "date", "server"]);
@@ -19,9 +23,11 @@ export interface UpstreamRequest {
   args?: unknown;
   /** GET/HEAD query string, forwarded in order (repeated keys included). */
   query?: URLSearchParams;
-  /** Accept-Profile / Content-Profile of the caller, when given. */
+  /** The exposed schema the request targets (Accept-Profile / Content-Profile). */
   schema?: string;
   headers: Headers;
+  /** The caller's address as the gateway determined it; sent as X-Forwarded-For (request.headers in SQL). */
+  clientAddress?: string;
   /**
    * Whether postgrest-js reads the answer into `data` / `error` (default true). False where the
    * gateway only needs the raw answer: postgrest-js then gets an empty body to read, which
@@ -42,7 +48,11 @@ export interface UpstreamResponse {
 }
 
 export class UpstreamFailure extends Error {
-  constructor(readonly apiError: ApiError) {
+  constructor(
+    readonly apiError: ApiError,
+    /** What went wrong, for the log only. */
+    readonly reason?: string,
+  ) {
     super(apiError.message);
   }
 }
@@ -145,8 +155,9 @@ export class Upstream {
         if (await this.breaker?.suspect()) throw new UpstreamFailure(gatewayErrors.upstreamUnavailable("the database is unreachable"));
         throw new UpstreamFailure(gatewayErrors.upstreamTimeout());
       }
+      // The reason is for the operator's log, never for the client (it can be any internal error text).
       const error = result.error as { message?: string } | null;
-      throw new UpstreamFailure(gatewayErrors.upstreamUnavailable(`upstream unreachable: ${error?.message ?? "no response"}`));
+      throw new UpstreamFailure(gatewayErrors.upstreamUnavailable("the upstream did not answer"), error?.message ?? "no response");
     }
     if (raw.status === 503) void this.breaker?.suspect();
     return { response: raw, body, result };
@@ -158,12 +169,13 @@ export class Upstream {
       const value = request.headers.get(name);
       if (value !== null) headers.set(name, value);
     }
+    if (request.clientAddress) headers.set("x-forwarded-for", request.clientAddress);
     // postgrest-js types its fetch as `typeof fetch`, which also carries Bun's static extras.
     const send = fetch as typeof globalThis.fetch;
     if ("rpc" in request.target) {
       // The request PostgrestClient.rpc would build (no count option), made here: the client's
       // route to it costs a client, a URL parse of its own and two header copies per call.
-      const url = new URL(`${this.baseUrl}/rpc/${request.target.rpc}`);
+      const url = new URL(`${this.baseUrl}/rpc/${encodeSegment(request.target.rpc)}`);
       appendQuery(url, request.query);
       return new PostgrestFilterBuilder<any, any, any, any>({
         method: request.method,
@@ -176,7 +188,7 @@ export class Upstream {
       });
     }
     const client = new PostgrestClient(this.baseUrl, { fetch: send, schema: request.schema, retry: false, headers });
-    const builder = client.from(request.target.relation).select(request.query?.get("select") ?? "*", { head: request.method === "HEAD" });
+    const builder = client.from(encodeSegment(request.target.relation)).select(request.query?.get("select") ?? "*", { head: request.method === "HEAD" });
     // select= went through postgrest-js's own select(); the rest of the query as it came.
     appendQuery((builder as unknown as { url: URL }).url, request.query, "select");
     return builder;
