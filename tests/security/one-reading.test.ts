@@ -17,13 +17,21 @@ describe("one reading of the function name", () => {
   test("no variant of an auth function's name reaches that function", async () => {
     const user = newUser();
     await signUp(user);
-    const body = { email: user.email, password: user.password, first_name: "A", last_name: "B", refresh_token: "x" };
+    const tokens = await signIn(user);
+    // Each function's own arguments, so that reaching it would succeed.
+    const bodies: Record<string, unknown> = {
+      sign_in: { email: user.email, password: user.password },
+      sign_up: { email: `other-${user.email}`, password: user.password, first_name: "A", last_name: "B" },
+      issue_token: { refresh_token: tokens.refresh_token },
+      revoke_token: { refresh_token: tokens.refresh_token },
+      revoke_all_tokens: {},
+    };
     const sql = adminSql(1);
     const before = await sql`select count(*)::int as n from auth.sessions s join auth.users u on u.id = s.user_id where u.email = ${user.email}`;
     const wrong: string[] = [];
     for (const fn of AUTH_FUNCTIONS) {
       for (const variant of VARIANTS(fn)) {
-        const answer = await raw("POST", `/rpc/${variant}`, { body });
+        const answer = await raw("POST", `/rpc/${variant}`, { body: bodies[fn], headers: { Authorization: `Bearer ${tokens.access_token}` } });
         if (answer.status < 400 || answer.text.includes("refresh_token\":") || !isPostgrestError(answer.json)) {
           wrong.push(`${variant} → ${answer.status} ${answer.text.slice(0, 120)}`);
         }
@@ -33,6 +41,9 @@ describe("one reading of the function name", () => {
     // Nothing signed in: not one session was opened by the variants.
     const after = await sql`select count(*)::int as n from auth.sessions s join auth.users u on u.id = s.user_id where u.email = ${user.email}`;
     expect(after[0]!.n).toBe(before[0]!.n);
+    // Nothing revoked or rotated either, and no second account.
+    expect((await call("/rpc/validate_token", { body: { refresh_token: tokens.refresh_token } })).json.active).toBe(true);
+    expect((await sql`select count(*)::int as n from auth.users where email = ${`other-${user.email}`}`)[0]!.n).toBe(0);
     await sql.end();
   });
 
