@@ -48,6 +48,21 @@ describe.skipIf(!env)("POSTGREST_URL: an upstream over HTTP [starts its own API 
   /** The same request on the upstream itself, for what the API must relay unchanged. */
   const direct = (path: string, headers: Record<string, string> = {}) => fetch(`http://127.0.0.1:${upstream.port}${path}`, { headers });
 
+  test("the upstream is sent the target the gateway judged, so name tricks and GET of sign_in go nowhere", async () => {
+    const seen: string[] = [];
+    const user = newUser();
+    expect((await signUp(user, api.url)).status).toBe(200);
+    for (const variant of ["sign_in%23", "sign_in%3F", "x%2F..%2Fsign_in", "sign_in%20"]) {
+      const answer = await call(`/rpc/${variant}`, { base: api.url, body: { email: user.email, password: user.password } });
+      expect({ variant, status: answer.status, code: answer.json.code }).toEqual({ variant, status: 404, code: "PGRST202" });
+      seen.push(answer.text);
+    }
+    expect(seen.join("")).not.toContain("refresh_token");
+    const read = await call(`/rpc/sign_in?email=${encodeURIComponent(user.email)}&password=${encodeURIComponent(user.password)}`, { base: api.url });
+    expect(read.status).toBe(405);
+    expect(read.json.code).toBe("PGRST101");
+  });
+
   test("health names the upstream postgrest and finds it up", async () => {
     const health = await call("/health", { base: api.url });
     expect(health.status).toBe(200);
