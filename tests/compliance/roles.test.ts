@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { adminSql, findings, newUser, rpc, rpcOk, submit, tenantWithRules, type TenantFixture, type TestUser } from "./support";
+import { addMember, adminSql, findings, newUser, rpc, rpcOk, submit, tenantWithRules, type TenantFixture, type TestUser } from "./support";
 
 const sql = adminSql();
 afterAll(() => sql.end());
@@ -12,8 +12,9 @@ beforeAll(async () => {
   t = await tenantWithRules(sql, "owner");
   viewer = await newUser(sql, "viewer");
   auditor = await newUser(sql, "auditor");
-  await rpcOk(sql, t.admin.id, "add_member", { tenant_id: t.tenantId, email: viewer.email.toUpperCase(), role: "viewer" });
-  await rpcOk(sql, t.admin.id, "add_member", { tenant_id: t.tenantId, email: ` ${auditor.email} `, role: "auditor" });
+  // invited by the address as typed (case and spaces do not matter), then accepted
+  await addMember(sql, t.admin.id, t.tenantId, viewer, "viewer", viewer.email.toUpperCase());
+  await addMember(sql, t.admin.id, t.tenantId, auditor, "auditor", ` ${auditor.email} `);
 });
 
 describe("membership roles", () => {
@@ -36,6 +37,8 @@ describe("membership roles", () => {
       ["submit_scan", { tenant_id: t.tenantId, framework: "cis-m365", findings: findings(["pass"]) }],
       ["request_scan", { tenant_id: t.tenantId, framework: "cis-m365" }],
       ["add_member", { tenant_id: t.tenantId, email: viewer.email, role: "admin" }],
+      ["set_member_role", { tenant_id: t.tenantId, user_id: viewer.id, role: "admin" }],
+      ["list_invitations", { tenant_id: t.tenantId }],
       ["upsert_rules", { tenant_id: t.tenantId, framework: "cis-m365", rules: [{ key: "9.9", title: "x", severity: "low" }] }],
       ["remove_member", { tenant_id: t.tenantId, user_id: auditor.id }],
     ] as const) {
@@ -48,30 +51,36 @@ describe("membership roles", () => {
     expect((await rpc(sql, auditor.id, "submit_scan", { tenant_id: t.tenantId, framework: "cis-m365", findings: findings(["pass"]) })).status).toBe(200);
     expect((await rpc(sql, auditor.id, "request_scan", { tenant_id: t.tenantId, framework: "cis-m365" })).status).toBe(200);
     expect((await rpc(sql, auditor.id, "add_member", { tenant_id: t.tenantId, email: auditor.email, role: "admin" })).status).toBe(403);
+    expect((await rpc(sql, auditor.id, "set_member_role", { tenant_id: t.tenantId, user_id: auditor.id, role: "admin" })).status).toBe(403);
     expect((await rpc(sql, auditor.id, "upsert_rules", { tenant_id: t.tenantId, framework: "cis-m365", rules: [{ key: "9.9", title: "x", severity: "low" }] })).status).toBe(403);
   });
 
   test("admin changes roles; the last admin can be neither demoted nor removed (409)", async () => {
     const f = await tenantWithRules(sql, "solo");
-    const demote = await rpc(sql, f.admin.id, "add_member", { tenant_id: f.tenantId, email: f.admin.email, role: "viewer" });
+    const demote = await rpc(sql, f.admin.id, "set_member_role", { tenant_id: f.tenantId, user_id: f.admin.id, role: "viewer" });
     expect(demote).toMatchObject({ status: 409, error: { code: "PT409" } });
     const remove = await rpc(sql, f.admin.id, "remove_member", { tenant_id: f.tenantId, user_id: f.admin.id });
     expect(remove).toMatchObject({ status: 409, error: { code: "PT409" } });
 
     const second = await newUser(sql, "second");
-    await rpcOk(sql, f.admin.id, "add_member", { tenant_id: f.tenantId, email: second.email, role: "auditor" });
-    const promoted = await rpcOk(sql, f.admin.id, "add_member", { tenant_id: f.tenantId, email: second.email, role: "admin" });
-    expect(promoted).toMatchObject({ role: "admin", previous_role: "auditor" });
+    await addMember(sql, f.admin.id, f.tenantId, second, "auditor");
+    const promoted = await rpcOk(sql, f.admin.id, "set_member_role", { tenant_id: f.tenantId, user_id: second.id, role: "admin" });
+    expect(promoted).toEqual({ tenant_id: f.tenantId, user_id: second.id, role: "admin", previous_role: "auditor" });
     // with two admins, the first may step down
-    expect(await rpcOk(sql, f.admin.id, "add_member", { tenant_id: f.tenantId, email: f.admin.email, role: "viewer" })).toMatchObject({ role: "viewer" });
-    expect((await rpc(sql, f.admin.id, "add_member", { tenant_id: f.tenantId, email: f.admin.email, role: "admin" })).status).toBe(403);
+    expect(await rpcOk(sql, f.admin.id, "set_member_role", { tenant_id: f.tenantId, user_id: f.admin.id, role: "viewer" })).toMatchObject({ role: "viewer" });
+    expect((await rpc(sql, f.admin.id, "set_member_role", { tenant_id: f.tenantId, user_id: f.admin.id, role: "admin" })).status).toBe(403);
+    // inviting a member with another role is no role change: nothing happens until they accept
+    await rpcOk(sql, second.id, "add_member", { tenant_id: f.tenantId, email: second.email, role: "viewer" });
+    expect(await rpcOk(sql, second.id, "list_members", { tenant_id: f.tenantId })).toContainEqual(
+      expect.objectContaining({ user_id: second.id, role: "admin" }),
+    );
   });
 
   test("a member may leave; a removed member loses access as if the tenant did not exist", async () => {
     const f = await tenantWithRules(sql, "leaver-tenant");
     const leaver = await newUser(sql, "leaver");
     const kicked = await newUser(sql, "kicked");
-    for (const u of [leaver, kicked]) await rpcOk(sql, f.admin.id, "add_member", { tenant_id: f.tenantId, email: u.email, role: "auditor" });
+    for (const u of [leaver, kicked]) await addMember(sql, f.admin.id, f.tenantId, u, "auditor");
     const scan = await submit(sql, kicked.id, f.tenantId, ["pass"]);
 
     expect(await rpcOk(sql, leaver.id, "remove_member", { tenant_id: f.tenantId, user_id: leaver.id })).toMatchObject({ role: "auditor" });
@@ -83,11 +92,27 @@ describe("membership roles", () => {
     expect((await rpc(sql, f.admin.id, "remove_member", { tenant_id: f.tenantId, user_id: kicked.id })).status).toBe(404);
   });
 
-  test("add_member: unknown email 404, bad role or email 400", async () => {
-    expect((await rpc(sql, t.admin.id, "add_member", { tenant_id: t.tenantId, email: "nobody-here@example.com", role: "viewer" })).status).toBe(404);
+  test("add_member: any valid address is invited (200); bad role or email 400", async () => {
+    expect(await rpc(sql, t.admin.id, "add_member", { tenant_id: t.tenantId, email: "nobody-here@example.com", role: "viewer" })).toMatchObject({
+      status: 200,
+      value: { tenant_id: t.tenantId, email: "nobody-here@example.com", role: "viewer", status: "invited" },
+    });
+    for (const email of ["not-an-address", "two@@example.com", "a b@example.com", "nodot@example", "", "   "]) {
+      expect({ email, code: (await rpc(sql, t.admin.id, "add_member", { tenant_id: t.tenantId, email, role: "viewer" })).error?.code }).toEqual({ email, code: "22023" });
+    }
     expect((await rpc(sql, t.admin.id, "add_member", { tenant_id: t.tenantId, email: viewer.email, role: "owner" })).error?.code).toBe("22023");
     expect((await rpc(sql, t.admin.id, "add_member", { tenant_id: t.tenantId, email: viewer.email, role: null })).error?.code).toBe("22023");
     expect((await rpc(sql, t.admin.id, "add_member", { tenant_id: t.tenantId, email: "x".repeat(300), role: "viewer" })).error?.code).toBe("22023");
+  });
+
+  test("set_member_role: only for members (404), bad role 400", async () => {
+    const outsider = await newUser(sql, "outsider");
+    expect(await rpc(sql, t.admin.id, "set_member_role", { tenant_id: t.tenantId, user_id: outsider.id, role: "viewer" })).toMatchObject({
+      status: 404,
+      error: { code: "PT404", message: "member not found" },
+    });
+    expect((await rpc(sql, t.admin.id, "set_member_role", { tenant_id: t.tenantId, user_id: viewer.id, role: "owner" })).error?.code).toBe("22023");
+    expect((await rpc(sql, t.admin.id, "set_member_role", { tenant_id: t.tenantId, user_id: null, role: "viewer" })).error?.code).toBe("22023");
   });
 
   test("create_tenant rejects blank and over-long names", async () => {

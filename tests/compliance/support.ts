@@ -38,6 +38,16 @@ export function httpStatusOf(code: string, role: "anon" | "authenticated"): numb
   return 400;
 }
 
+/** `RAISE SQLSTATE 'PGRST'`: the status is in the JSON of its DETAIL (500 when it does not parse, as PostgREST's PGRST121). */
+export function pgrstStatusOf(detail: string | undefined): number {
+  try {
+    const status = JSON.parse(detail ?? "").status;
+    return typeof status === "number" ? status : 500;
+  } catch {
+    return 500;
+  }
+}
+
 const signatures = new Map<string, Map<string, string>>();
 
 /** Argument names and types of api.<fn>, as PostgREST's schema cache would know them. */
@@ -86,7 +96,7 @@ export async function rpc<T = any>(
     if (error instanceof postgres.PostgresError) {
       return {
         error: { code: error.code, message: error.message, detail: error.detail, hint: error.hint },
-        status: httpStatusOf(error.code, role),
+        status: error.code === "PGRST" ? pgrstStatusOf(error.detail) : httpStatusOf(error.code, role),
       };
     }
     throw error;
@@ -114,6 +124,24 @@ export async function newUser(sql: Sql, tag = "user"): Promise<TestUser> {
     last_name: tag,
   });
   return { id: user.id, email: user.email };
+}
+
+/** An admin invites `email` to the tenant (api.add_member); the invitation's answer. */
+export async function invite(sql: Sql, adminId: string, tenantId: string, email: string, role: string) {
+  return rpcOk<{ tenant_id: string; email: string; role: string; status: string; expires_at: string }>(sql, adminId, "add_member", {
+    tenant_id: tenantId,
+    email,
+    role,
+  });
+}
+
+/**
+ * Makes `user` a member of the tenant the only way there is: the admin invites their address
+ * (as typed: `email`, default the user's own) and the user accepts.
+ */
+export async function addMember(sql: Sql, adminId: string, tenantId: string, user: TestUser, role: string, email = user.email) {
+  await invite(sql, adminId, tenantId, email, role);
+  return rpcOk<{ tenant_id: string; role: string; previous_role: string | null }>(sql, user.id, "accept_invitation", { tenant_id: tenantId });
 }
 
 export const DEMO_RULES = [

@@ -1,7 +1,10 @@
 import { afterAll, beforeAll, expect, test } from "bun:test";
+import { copyFileSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
 import postgres from "postgres";
 import { startEmbeddedPostgres, type RunningPostgres } from "../../api/src/stack/embedded-postgres";
-import { dbmate, migrateDownToZero } from "../../api/src/stack/migrate";
+import { dbmate, dbmateUrl, MIGRATIONS_DIR, migrateDownToZero } from "../../api/src/stack/migrate";
 
 // Roles are cluster-wide, so going down to zero runs on a cluster of its own.
 let cluster: RunningPostgres;
@@ -62,4 +65,30 @@ test("dbmate up, down to zero, and up again leaves the same schema", async () =>
 
   await dbmate(cluster.url, "up");
   expect(await schemaSnapshot()).toEqual(first);
+}, 60_000);
+
+test("rolling back the latest migration gives exactly the schema of the migrations before it", async () => {
+  // the cluster is migrated up by the test above
+  const files = readdirSync(MIGRATIONS_DIR).filter((f) => f.endsWith(".sql")).sort();
+  expect(files.length).toBeGreaterThan(1);
+  await dbmate(cluster.url, "rollback");
+  const rolledBack = await schemaSnapshot();
+
+  await migrateDownToZero(cluster.url);
+  const dir = mkdtempSync(join(tmpdir(), "migrations-"));
+  try {
+    for (const file of files.slice(0, -1)) copyFileSync(join(MIGRATIONS_DIR, file), join(dir, file));
+    const dbmateBin = resolve(import.meta.dir, "../../node_modules/.bin/dbmate");
+    const proc = Bun.spawn([dbmateBin, "--url", dbmateUrl(cluster.url), "--migrations-dir", dir, "--no-dump-schema", "up"], {
+      stdout: "pipe",
+      stderr: "pipe",
+      env: { ...process.env, DATABASE_URL: "" },
+    });
+    const [err, code] = await Promise.all([new Response(proc.stderr).text(), proc.exited]);
+    expect({ code, err }).toEqual({ code: 0, err: "" });
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+  expect(await schemaSnapshot()).toEqual(rolledBack);
+  await dbmate(cluster.url, "up");
 }, 60_000);

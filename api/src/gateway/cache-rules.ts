@@ -22,10 +22,19 @@ export const EXPLICIT_RULES: Record<string, CacheRule> = {};
  * Functions never cached although STABLE: their answer is the revocation or identity state the
  * gateway must see fresh (session_active, validate_token), or changes on every sign-in (me).
  * Compliance reads without a `tenant_id` argument cannot be evicted by tenant: scan_job changes
- * in the worker, my_tenants and my_invitations when someone else invites or adds the caller,
- * and scan must disappear at once for a removed member.
+ * in the worker, my_tenants when someone else adds the caller, my_invitations when an admin of
+ * any tenant invites the caller, and scan must disappear at once for a removed member.
  */
 export const NEVER_CACHED = new Set(["session_active", "validate_token", "me", "scan", "scan_job", "my_tenants", "my_invitations"]);
+
+/**
+ * Writes that name a tenant but evict nothing. decline_invitation changes no answer a member of
+ * the tenant can read (list_invitations shows a declined invitation until it expires), and
+ * evicting the tenant's answers would itself tell its admins, through X-Cache, that someone with
+ * an account answered their invitation. (accept_invitation does evict: the invitee becomes a
+ * member, so list_members and the tenant's other answers change.)
+ */
+export const EVICTS_NOTHING = new Set(["decline_invitation"]);
 
 /**
  * Tags of a GET answer, from its query string; undefined when the answer must not be cached
@@ -49,6 +58,7 @@ export function tagsForRead(query: URLSearchParams): string[] | undefined {
  * of objects (PostgREST calls with the first; every element's tenant is evicted all the same).
  */
 export function tagsForWrite(fn: string, body: unknown): string[] {
+  if (EVICTS_NOTHING.has(fn)) return [];
   const records = (Array.isArray(body) ? body : [body]).filter(
     (item): item is Record<string, unknown> => item !== null && typeof item === "object" && !Array.isArray(item),
   );

@@ -74,7 +74,7 @@ const USER_SCHEMA = {
 
 /** Functions whose answer the gateway rewrites into the token shape. */
 const TOKEN_FUNCTIONS = new Set(["sign_in", "issue_token"]);
-const RATE_LIMITED = new Set(["sign_in", "sign_up"]);
+const RATE_LIMITED = new Set(["sign_in", "sign_up", "add_member"]);
 
 const errorResponse = (description: string) => ({
   description,
