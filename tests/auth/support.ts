@@ -59,9 +59,16 @@ export async function signUp(sql: Sql, email: string, password = "correct horse 
   return result.value![0]!.u as SignedIn["user"];
 }
 
-export async function signIn(sql: Sql, email: string, password = "correct horse battery"): Promise<CallResult<SignedIn>> {
+/**
+ * sign_in answers a failed attempt with response.status (a raise would roll back the failure
+ * count): such an answer is returned as `error`, the way PostgREST turns it into an error response.
+ */
+export async function signIn(sql: Sql, email: string | null, password: string | null = "correct horse battery"): Promise<CallResult<SignedIn>> {
   const result = await callAs(sql, "anon", null, (tx) => tx`select api.sign_in(${email}, ${password}) as s`);
-  return result.error ? { error: result.error } : { value: result.value![0]!.s as SignedIn };
+  if (result.error) return { error: result.error };
+  const answer = result.value![0]!.s;
+  if (result.responseStatus) return { error: answer as { code: string; message: string; hint?: string }, responseStatus: result.responseStatus };
+  return { value: answer as SignedIn };
 }
 
 export async function issueToken(sql: Sql, token: string) {
