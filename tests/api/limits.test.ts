@@ -111,6 +111,25 @@ describe("client address behind a proxy", () => {
   });
 });
 
+describe("the client address the database sees", () => {
+  test("sign_in is sent the address the gateway saw as X-Forwarded-For, never the caller's header", async () => {
+    const email = `${crypto.randomUUID()}@example.com`;
+    const forged = await call("/rpc/sign_in", { body: { email, password: "whatever-pw" }, headers: { "X-Forwarded-For": "6.6.6.6" } });
+    expect(forged.status).toBe(401);
+    const rows = await admin`select client from auth.sign_in_throttle where email = ${email}`;
+    expect(rows).toHaveLength(1);
+    if (!testStack().external) expect(rows[0]!.client).toMatch(/^(127\.0\.0\.1|::1|::ffff:127\.0\.0\.1)$/);
+    expect(rows[0]!.client).not.toContain("6.6.6.6");
+  });
+
+  test.skipIf(!canStartInstances)(`with TRUST_PROXY the database's client is the proxy's entry ${SKIP_REASON}`, async () => {
+    const base = await dedicatedApi({ TRUST_PROXY: "true" });
+    const email = `${crypto.randomUUID()}@example.com`;
+    expect((await call("/rpc/sign_in", { base, body: { email, password: "whatever-pw" }, headers: { "X-Forwarded-For": "1.1.1.1, 203.0.113.77" } })).status).toBe(401);
+    expect((await admin`select client from auth.sign_in_throttle where email = ${email}`).map((r) => r.client)).toEqual(["203.0.113.77"]);
+  });
+});
+
 describe("sign-in admission control", () => {
   test.skipIf(!canStartInstances)(`sign-ins beyond the concurrency limit are refused at once with 503 ${SKIP_REASON}`, async () => {
     const base = await dedicatedApi({ SIGN_IN_CONCURRENCY: "1", SIGN_IN_QUEUE: "0" });

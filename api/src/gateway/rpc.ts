@@ -64,7 +64,8 @@ export class RpcHandler {
     // as possible of the CPU the admitted hashes and every other route need.
     if (hashes && this.deps.admission.full()) throw gatewayErrors.overloaded(1);
     const args = await readArguments(request, this.deps.config.maxBodyBytes);
-    const call = { method, target: { rpc: fn }, args, schema, headers: request.headers } as const;
+    // The auth functions read the caller's address (sign-in throttling in the database).
+    const call = { method, target: { rpc: fn }, args, schema, headers: request.headers, clientIp: auth ? notes.clientIp?.() : undefined } as const;
     // Only the auth functions' answers are read here (tokens, sessions); the rest is relayed.
     if (!auth) return this.evictingWrites(fn, args, await this.deps.upstream.relay(call));
     const release = hashes ? await this.admitSignIn(fn, args, notes) : undefined;

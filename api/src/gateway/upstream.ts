@@ -23,6 +23,12 @@ export interface UpstreamRequest {
   schema?: string;
   headers: Headers;
   /**
+   * The caller's address as the gateway saw it: sent as the only X-Forwarded-For entry (the
+   * caller's own header is never forwarded), so the database's sign-in throttling
+   * (request.headers) can trust it.
+   */
+  clientIp?: string;
+  /**
    * Whether postgrest-js reads the answer into `data` / `error` (default true). False where the
    * gateway only needs the raw answer: postgrest-js then gets an empty body to read, which
    * spares a JSON parse of every body (10 KB for a 50-rule list).
@@ -158,6 +164,7 @@ export class Upstream {
       const value = request.headers.get(name);
       if (value !== null) headers.set(name, value);
     }
+    if (request.clientIp) headers.set("x-forwarded-for", request.clientIp);
     // postgrest-js types its fetch as `typeof fetch`, which also carries Bun's static extras.
     const send = fetch as typeof globalThis.fetch;
     if ("rpc" in request.target) {
