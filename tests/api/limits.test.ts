@@ -1,13 +1,16 @@
 // Rate limits on sign_in / sign_up and the admission control of the bcrypt routes.
 import { afterAll, describe, expect, test } from "bun:test";
+import postgres from "postgres";
 import { loadConfig } from "../../api/src/config";
 import { startApi, type RunningApi } from "../../api/src/server";
 import { testStack } from "../support/stack";
 import { call, newUser, signUp } from "./helpers";
 
 const started: RunningApi[] = [];
+const admin = postgres(testStack().databaseUrl, { max: 1, onnotice: () => {} });
 afterAll(async () => {
   for (const api of started) await api.stop();
+  await admin.end();
 });
 
 /** Another API instance on the same database and Redis, with its own settings. */
@@ -46,6 +49,9 @@ describe("rate limits", () => {
     let limited: Awaited<ReturnType<typeof call>> | undefined;
     let failures = 0;
     for (let i = 0; i < 100 && !limited; i++) {
+      // The database blocks one address on one account after 5 failures (auth.sign_in_throttle):
+      // its row is cleared before each attempt, so what is measured is the gateway's own limit.
+      await admin`delete from auth.sign_in_throttle where email = ${victim.email}`;
       const result = await call("/rpc/sign_in", { body: { email: victim.email, password: `wrong-${i}` } });
       if (result.status === 429) limited = result;
       else {
@@ -102,6 +108,25 @@ describe("client address behind a proxy", () => {
     expect((await attempt("2.2.2.2, 203.0.113.7")).status).toBe(401);
     expectLimited(await attempt("3.3.3.3, 203.0.113.7"), "client address");
     expect((await attempt("198.51.100.9")).status).toBe(401);
+  });
+});
+
+describe("the client address the database sees", () => {
+  test("sign_in is sent the address the gateway saw as X-Forwarded-For, never the caller's header", async () => {
+    const email = `${crypto.randomUUID()}@example.com`;
+    const forged = await call("/rpc/sign_in", { body: { email, password: "whatever-pw" }, headers: { "X-Forwarded-For": "6.6.6.6" } });
+    expect(forged.status).toBe(401);
+    const rows = await admin`select client from auth.sign_in_throttle where email = ${email}`;
+    expect(rows).toHaveLength(1);
+    if (!testStack().external) expect(rows[0]!.client).toMatch(/^(127\.0\.0\.1|::1|::ffff:127\.0\.0\.1)$/);
+    expect(rows[0]!.client).not.toContain("6.6.6.6");
+  });
+
+  test.skipIf(!canStartInstances)(`with TRUST_PROXY the database's client is the proxy's entry ${SKIP_REASON}`, async () => {
+    const base = await dedicatedApi({ TRUST_PROXY: "true" });
+    const email = `${crypto.randomUUID()}@example.com`;
+    expect((await call("/rpc/sign_in", { base, body: { email, password: "whatever-pw" }, headers: { "X-Forwarded-For": "1.1.1.1, 203.0.113.77" } })).status).toBe(401);
+    expect((await admin`select client from auth.sign_in_throttle where email = ${email}`).map((r) => r.client)).toEqual(["203.0.113.77"]);
   });
 });
 

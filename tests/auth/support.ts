@@ -1,6 +1,7 @@
 import postgres from "postgres";
 import { randomUUID } from "node:crypto";
 import { testStack } from "../support/stack";
+import { connectPostgres } from "../../api/src/db/connection";
 
 export type Sql = postgres.Sql;
 
@@ -59,12 +60,65 @@ export async function signUp(sql: Sql, email: string, password = "correct horse 
   return result.value![0]!.u as SignedIn["user"];
 }
 
-export async function signIn(sql: Sql, email: string, password = "correct horse battery"): Promise<CallResult<SignedIn>> {
+/**
+ * sign_in answers a failed attempt with response.status (a raise would roll back the failure
+ * count): such an answer is returned as `error`, the way PostgREST turns it into an error response.
+ */
+export async function signIn(sql: Sql, email: string | null, password: string | null = "correct horse battery"): Promise<CallResult<SignedIn>> {
   const result = await callAs(sql, "anon", null, (tx) => tx`select api.sign_in(${email}, ${password}) as s`);
-  return result.error ? { error: result.error } : { value: result.value![0]!.s as SignedIn };
+  if (result.error) return { error: result.error };
+  const answer = result.value![0]!.s;
+  if (result.responseStatus) return { error: answer as { code: string; message: string; hint?: string }, responseStatus: result.responseStatus };
+  return { value: answer as SignedIn };
 }
 
 export async function issueToken(sql: Sql, token: string) {
   const result = await callAs(sql, "anon", null, (tx) => tx`select api.issue_token(${token}) as s`);
   return { ...result, value: result.value?.[0]?.s as SignedIn & { code?: string; details?: string } | undefined };
+}
+
+/** An answer as PostgREST would send it: status, the headers the function chose, the body. */
+export interface Answer {
+  status: number;
+  headers: Record<string, string>;
+  body: any;
+}
+
+/**
+ * api.sign_in called the way PostgREST calls it, as the authenticator: one transaction, role
+ * anon, request.headers with X-Forwarded-For `client` (none when undefined), committed when it
+ * returns. `settings` are set for this transaction only. A RAISE SQLSTATE 'PGRST' becomes the
+ * status, headers and body it asks for; response.status and response.headers are applied.
+ */
+export async function sqlSignIn(
+  app: Sql,
+  email: string | null,
+  password: string | null,
+  options: { client?: string; settings?: Record<string, string> } = {},
+): Promise<Answer> {
+  try {
+    return await app.begin(async (tx) => {
+      await tx`set local role anon`;
+      const headers = options.client === undefined ? "{}" : JSON.stringify({ "x-forwarded-for": options.client });
+      await tx`select set_config('request.headers', ${headers}, true)`;
+      for (const [name, value] of Object.entries(options.settings ?? {})) await tx`select set_config(${name}, ${value}, true)`;
+      const [row] = await tx`
+        select api.sign_in(${email}, ${password}) as body,
+               nullif(current_setting('response.status', true), '') as status,
+               nullif(current_setting('response.headers', true), '') as headers`;
+      const extra = row!.headers ? (JSON.parse(row!.headers) as Record<string, string>[]) : [];
+      return { status: row!.status ? Number(row!.status) : 200, headers: Object.assign({}, ...extra), body: row!.body };
+    });
+  } catch (error) {
+    if (error instanceof postgres.PostgresError && error.code === "PGRST") {
+      const detail = JSON.parse(error.detail!) as { status: number; headers: Record<string, string> };
+      return { status: detail.status, headers: detail.headers, body: JSON.parse(error.message) };
+    }
+    throw error;
+  }
+}
+
+/** A pool on the test database as the authenticator (what PostgREST and the engine use). */
+export function authenticatorSql(max = 16): Sql {
+  return connectPostgres(testStack().authenticatorUrl, { max, onnotice: () => {} });
 }

@@ -26,7 +26,11 @@ export interface UpstreamRequest {
   /** The exposed schema the request targets (Accept-Profile / Content-Profile). */
   schema?: string;
   headers: Headers;
-  /** The caller's address as the gateway determined it; sent as X-Forwarded-For (request.headers in SQL). */
+  /**
+   * The caller's address as the gateway saw it: sent as the only X-Forwarded-For entry (the
+   * caller's own header is never forwarded), so the database's sign-in throttling
+   * (request.headers) can trust it.
+   */
   clientAddress?: string;
   /**
    * Whether postgrest-js reads the answer into `data` / `error` (default true). False where the
