@@ -52,31 +52,17 @@ alter table compliance.invitation_sends enable row level security;
 
 -- ── helpers (not exposed) ────────────────────────────────────────────────
 
--- An address as auth stores it, or null when it is not a valid address. Uses
--- auth.normalize_email(text) when that exists (it is checked at each call, so the order in
--- which the two migrations reach a database does not matter); otherwise trim, NFC and
--- lower-case. Either way the result must pass sign_up's shape check.
+-- An address as auth stores it (auth.normalize_email, from the migration before this one), or
+-- null when auth refuses it: an invitation to an address nobody can sign up with reaches no one.
 create function compliance.normalize_email(address text) returns text
 language plpgsql stable set search_path = '' as $$
-declare
-  normalized text;
 begin
   if address is null or length(address) > 320 then
     return null;
   end if;
-  if pg_catalog.to_regprocedure('auth.normalize_email(text)') is not null then
-    normalized := auth.normalize_email(address);
-  else
-    normalized := lower(btrim(normalize(address, NFC)));
-  end if;
-  if normalized is null or length(normalized) not between 3 and 254
-     or normalized !~ '^[^@[:space:]]+@[^@[:space:]]+\.[^@[:space:]]+$' then
-    return null;
-  end if;
-  return normalized;
+  return auth.normalize_email(address);
 exception
-  -- an auth.normalize_email that refuses the address by raising
-  when invalid_parameter_value or check_violation or raise_exception then
+  when invalid_parameter_value then
     return null;
 end
 $$;
