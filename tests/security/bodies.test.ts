@@ -93,3 +93,13 @@ describe("bounded parse cost", () => {
     }
   });
 });
+
+describe("arrays PostgREST refuses", () => {
+  test("objects with different keys are refused as PostgREST refuses them, not called with the first", async () => {
+    const user = newUser();
+    await signUp(user);
+    const answer = await call("/rpc/sign_in", { body: [{ email: user.email, password: user.password }, { email: user.email }] });
+    expect(answer.status).toBe(400);
+    expect(answer.json).toEqual({ code: "PGRST102", details: null, hint: null, message: "All object keys must match" });
+  });
+});

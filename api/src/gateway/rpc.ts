@@ -299,9 +299,18 @@ function accountKey(fn: string, args: unknown, clientAddress: string | undefined
   return `email:${fn}:${email.normalize("NFC").trim().toLowerCase().slice(0, 254)}|${clientAddress ?? ""}`;
 }
 
-/** The arguments a function is called with for a body: an array body's first object (PostgREST v16). */
+/**
+ * The arguments a function is called with for a body: an array of objects with the same keys is
+ * called with its first object (PostgREST v16). Any other array is sent as it came, for the
+ * upstream to refuse as PostgREST does ("All object keys must match").
+ */
 function calledWith(body: unknown): unknown {
-  return Array.isArray(body) ? (body[0] ?? {}) : body;
+  if (!Array.isArray(body)) return body;
+  if (body.length === 0) return {};
+  const keysOf = (item: unknown) =>
+    item !== null && typeof item === "object" && !Array.isArray(item) ? Object.keys(item).sort().join("\u0000") : undefined;
+  const first = keysOf(body[0]);
+  return first !== undefined && body.every((item) => keysOf(item) === first) ? body[0] : body;
 }
 
 /** issue_token's reuse answer: 401 whose `details` is JSON text naming the revoked session. */
