@@ -1,7 +1,7 @@
 // Postgres restarted under a running API process: 503 in PostgREST's shape while it is away, normal
 // answers again within 5 seconds of its return, without restarting the API.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { mkdtempSync, rmSync } from "node:fs";
+import { chmodSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { startEmbeddedPostgres, type RunningPostgres } from "../../api/src/stack/embedded-postgres";
@@ -18,6 +18,9 @@ describe.skipIf(!baseEnv)("Postgres restart [stops a Postgres server: not with A
 
   beforeAll(async () => {
     scratch = mkdtempSync(join(tmpdir(), "autoaudit-restart-"));
+    // Reachable by every user, so that as root the cluster stays in it (and goes with it) rather
+    // than in EMBEDDED_POSTGRES_HOME, where a data folder the server user cannot reach is kept.
+    chmodSync(scratch, 0o755);
     pg = await startEmbeddedPostgres({ dataDir: join(scratch, "data"), database: "restart_test" });
     await dbmate(pg.url, "up");
     const password = "restart-test-authenticator-pw";

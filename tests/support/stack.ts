@@ -44,44 +44,53 @@ export async function startTestStack(): Promise<TestStack> {
   const externalDb = process.env.DATABASE_URL;
   requireExternalSecrets(externalDb);
   const pg = externalDb ? undefined : await startEmbeddedPostgres({ database: "autoaudit_test" });
-  const databaseUrl = externalDb ?? pg!.url;
-  const password = process.env.AUTHENTICATOR_PASSWORD ?? randomBytes(24).toString("base64url");
+  let redis: RunningRedis | undefined;
+  try {
+    const databaseUrl = externalDb ?? pg!.url;
+    const password = process.env.AUTHENTICATOR_PASSWORD ?? randomBytes(24).toString("base64url");
 
-  if (!externalDb) {
-    await dbmate(databaseUrl, "up");
-    await setAuthenticatorPassword(databaseUrl, password);
-    const admin = postgres(databaseUrl, { max: 1, onnotice: () => {} });
-    await admin.unsafe(`alter database autoaudit_test set autoaudit.bcrypt_cost = ${TEST_BCRYPT_COST}`);
-    await admin.end();
+    if (!externalDb) {
+      await dbmate(databaseUrl, "up");
+      await setAuthenticatorPassword(databaseUrl, password);
+      const admin = postgres(databaseUrl, { max: 1, onnotice: () => {} });
+      await admin.unsafe(`alter database autoaudit_test set autoaudit.bcrypt_cost = ${TEST_BCRYPT_COST}`);
+      await admin.end();
+    }
+
+    const externalRedis = process.env.REDIS_URL;
+    redis = externalRedis ? undefined : await startRedisServer();
+
+    // Like `bun run dev`: the embedded server is reached through its Unix socket.
+    const appUrl = pg ? withSocketDir(authenticatorUrl(databaseUrl, password), pg.dataDir) : authenticatorUrl(databaseUrl, password);
+    const redisUrl = externalRedis ?? redis!.url;
+    const api = await startTestApi(appUrl, redisUrl);
+    const startedRedis = redis;
+
+    current = {
+      databaseUrl,
+      authenticatorUrl: appUrl,
+      redisUrl,
+      postgres: pg,
+      redis: startedRedis,
+      external: Boolean(externalDb) || api.external,
+      apiUrl: api.url,
+      jwtSecret: api.jwtSecret,
+      jwtAudience: api.jwtAudience,
+      apiEnv: api.env,
+      async stop() {
+        await api.stop();
+        await startedRedis?.stop();
+        await pg?.stop();
+        current = undefined;
+      },
+    };
+    return current;
+  } catch (error) {
+    // Whatever started is stopped again, so a failed start leaves no server behind.
+    await redis?.stop().catch(() => {});
+    await pg?.stop().catch(() => {});
+    throw error;
   }
-
-  const externalRedis = process.env.REDIS_URL;
-  const redis = externalRedis ? undefined : await startRedisServer();
-
-  // Like `bun run dev`: the embedded server is reached through its Unix socket.
-  const appUrl = pg ? withSocketDir(authenticatorUrl(databaseUrl, password), pg.dataDir) : authenticatorUrl(databaseUrl, password);
-  const redisUrl = externalRedis ?? redis!.url;
-  const api = await startTestApi(appUrl, redisUrl);
-
-  current = {
-    databaseUrl,
-    authenticatorUrl: appUrl,
-    redisUrl,
-    postgres: pg,
-    redis,
-    external: Boolean(externalDb) || api.external,
-    apiUrl: api.url,
-    jwtSecret: api.jwtSecret,
-    jwtAudience: api.jwtAudience,
-    apiEnv: api.env,
-    async stop() {
-      await api.stop();
-      await redis?.stop();
-      await pg?.stop();
-      current = undefined;
-    },
-  };
-  return current;
 }
 
 /**

@@ -1,8 +1,10 @@
-// `bun run dev`: the embedded stack (no Docker). PostgreSQL under .data/ (kept between runs),
+// `bun run dev`: the embedded stack (no Docker). PostgreSQL under .data/ (kept between runs; as
+// root in a folder the postgres user cannot enter, under EMBEDDED_POSTGRES_HOME: see the README),
 // migrations, redis-server when installed, the engine and the API on port 8000.
 // Ctrl-C stops every process it started.
 import { resolve } from "node:path";
 import { ConfigError } from "../config";
+import { EmbeddedPostgresError } from "../stack/embedded-postgres";
 import { startEmbeddedStack, type EmbeddedStack } from "../stack/embedded-stack";
 
 const ROOT = resolve(import.meta.dir, "../../..");
@@ -33,13 +35,12 @@ try {
     log: say,
   });
 } catch (error) {
-  if (error instanceof ConfigError) {
-    console.error(`[dev] cannot start: ${error.message}`);
-  } else {
-    console.error(`[dev] cannot start: ${error instanceof Error ? error.message : String(error)}`);
-    if (String(error).includes("EADDRINUSE") || String(error).includes("in use")) {
-      console.error("[dev] port 8000 is taken: stop the other process or run with PORT=8001 bun run dev");
-    }
+  // One message naming the cause and the fix (EmbeddedPostgresError and ConfigError carry both).
+  const message = error instanceof Error ? error.message : String(error);
+  console.error(error instanceof EmbeddedPostgresError ? `[dev] ${message}` : `[dev] cannot start: ${message}`);
+  const apiPort = process.env.PORT ?? "8000";
+  if (!(error instanceof ConfigError || error instanceof EmbeddedPostgresError) && /EADDRINUSE|in use/.test(String(error))) {
+    console.error(`[dev] port ${apiPort} is taken: stop the other process or run with PORT=${Number(apiPort) + 1} bun run dev`);
   }
   process.exit(1);
 }

@@ -24,10 +24,10 @@ if (command === "new") {
 }
 
 const external = process.env.DATABASE_URL;
-const embedded = external ? undefined : await startEmbeddedPostgres({ dataDir: resolve(ROOT, ".data/postgres"), database: "autoaudit" });
+const embedded = external ? undefined : await startEmbeddedPostgres({ dataDir: resolve(ROOT, ".data/postgres"), database: "autoaudit" }).catch(cannotStart);
 try {
   const url = external ?? embedded!.url;
-  console.error(`dbmate ${command} → ${external ? "DATABASE_URL" : "embedded PostgreSQL in .data/postgres"}`);
+  console.error(`dbmate ${command} → ${external ? "DATABASE_URL" : `embedded PostgreSQL in ${embedded!.dataDir}`}`);
   // `down` in dbmate means "roll back the latest migration"; it is the same as rollback.
   const out = await dbmate(url, (command === "down" ? "rollback" : command) as DbmateCommand, ...rest);
   process.stdout.write(out);
@@ -36,4 +36,9 @@ try {
   process.exitCode = 1;
 } finally {
   await embedded?.stop();
+}
+
+function cannotStart(error: unknown): never {
+  console.error(error instanceof Error ? error.message : String(error));
+  process.exit(1);
 }

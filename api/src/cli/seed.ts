@@ -50,12 +50,12 @@ if (import.meta.main) {
   const external = process.env.DATABASE_URL;
   const embedded = external
     ? undefined
-    : await startEmbeddedPostgres({ dataDir: resolve(ROOT, ".data/postgres"), database: "autoaudit" });
+    : await startEmbeddedPostgres({ dataDir: resolve(ROOT, ".data/postgres"), database: "autoaudit" }).catch(cannotStart);
   try {
     const url = external ?? embedded!.url;
     if (embedded) await dbmate(url, "up");
     const result = await seed(url);
-    console.log(`seeded ${external ? "DATABASE_URL" : "embedded PostgreSQL in .data/postgres"}: tenant ${result.tenantId} with ${result.rules} rules and ${result.scans} scans`);
+    console.log(`seeded ${external ? "DATABASE_URL" : `embedded PostgreSQL in ${embedded!.dataDir}`}: tenant ${result.tenantId} with ${result.rules} rules and ${result.scans} scans`);
     console.log(
       result.password
         ? `demo user ${result.email}, password ${result.password}${process.env.SEED_DEMO_PASSWORD ? " (from SEED_DEMO_PASSWORD)" : " (generated; set SEED_DEMO_PASSWORD to choose it)"}`
@@ -67,4 +67,9 @@ if (import.meta.main) {
   } finally {
     await embedded?.stop();
   }
+}
+
+function cannotStart(error: unknown): never {
+  console.error(error instanceof Error ? error.message : String(error));
+  process.exit(1);
 }

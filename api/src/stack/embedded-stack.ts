@@ -61,9 +61,10 @@ export async function startEmbeddedStack(options: EmbeddedStackOptions = {}): Pr
     const postgres = await startEmbeddedPostgres({
       dataDir: dataDir ? join(dataDir, "postgres") : undefined,
       database: options.database ?? "autoaudit",
+      log: (line) => log(`postgres: ${line}`),
     });
     started.push(postgres);
-    log(`postgres: ${redact(postgres.url)}`);
+    log(`postgres: ${redact(postgres.url)}${dataDir ? ` (data in ${postgres.dataDir})` : ""}`);
 
     await dbmate(postgres.url, "up");
     const password = env.AUTHENTICATOR_PASSWORD?.trim() || randomBytes(24).toString("base64url");
