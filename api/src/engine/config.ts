@@ -21,7 +21,7 @@ export interface EngineConfig {
   jwtSecret?: string;
   jwtSecretIsBase64: boolean;
   jwtAud?: string;
-  /** PostgREST's JSPath, e.g. `.role` or `.postgrest.roles[1]`. */
+  /** JSONPath (RFC 9535) into the claims, e.g. `$.role` or `$.postgrest.roles[1]`; the older `.role` is still read (deprecated). */
   jwtRoleClaimKey: string;
   clientErrorVerbosity: "verbose" | "minimal";
   serverHost: string;
@@ -47,7 +47,7 @@ export function defaultEngineConfig(overrides: Partial<EngineConfig> = {}): Engi
     dbPoolSize: 10,
     dbPoolAcquisitionTimeoutSeconds: 10,
     jwtSecretIsBase64: false,
-    jwtRoleClaimKey: ".role",
+    jwtRoleClaimKey: "$.role",
     clientErrorVerbosity: "verbose",
     serverHost: "127.0.0.1",
     serverPort: 3000,
@@ -130,7 +130,7 @@ export function engineConfigFromEnv(env: Record<string, string | undefined>): En
     jwtSecret: nonEmpty(env.PGRST_JWT_SECRET),
     jwtSecretIsBase64: bool("PGRST_JWT_SECRET_IS_BASE64", env.PGRST_JWT_SECRET_IS_BASE64) ?? false,
     jwtAud: nonEmpty(env.PGRST_JWT_AUD),
-    jwtRoleClaimKey: nonEmpty(env.PGRST_JWT_ROLE_CLAIM_KEY) ?? ".role",
+    jwtRoleClaimKey: nonEmpty(env.PGRST_JWT_ROLE_CLAIM_KEY) ?? "$.role",
     clientErrorVerbosity: verbosity,
     serverHost: nonEmpty(env.PGRST_SERVER_HOST) ?? "127.0.0.1",
     serverPort: int("PGRST_SERVER_PORT", env.PGRST_SERVER_PORT, 0) ?? 3000,
