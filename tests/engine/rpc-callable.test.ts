@@ -1,0 +1,91 @@
+// Which functions the engine can call at all, and how it reports overloads, as PostgREST's
+// schema cache does: functions it cannot call are left out (all parameters unnamed, unless a
+// single json/jsonb/text/xml/bytea one; trigger functions), and overloads are kept in
+// PostgREST's order, which is the order of PGRST203's candidates.
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import type { Engine } from "../../api/src/engine/index";
+import { adminSql, get, post, productEngine, readJson } from "./rpc-support";
+
+const admin = adminSql();
+let engine: Engine;
+
+beforeAll(async () => {
+  await admin.unsafe(`
+    drop schema if exists engine_callable cascade;
+    create schema engine_callable;
+    grant usage on schema engine_callable to anon;
+    create function engine_callable.two_unnamed(int, int) returns int language sql immutable as 'select $1 + $2';
+    create function engine_callable.one_unnamed_int(int) returns int language sql immutable as 'select $1';
+    create function engine_callable.mixed(a int, int) returns int language sql immutable as 'select $1';
+    create function engine_callable.raw_text(text) returns text language sql immutable as 'select $1';
+    create function engine_callable.on_change() returns trigger language plpgsql as 'begin return new; end';
+    -- Created text first, so the catalogue's order is not PostgREST's.
+    create function engine_callable.amb(a text) returns text language sql immutable as 'select $1';
+    create function engine_callable.amb(a int, b int default 2) returns text language sql immutable as 'select ($1 + $2)::text';
+    create function engine_callable.amb(a int) returns text language sql immutable as 'select $1::text';
+    create function engine_callable.body(jsonb) returns text language sql immutable as $$ select 'jsonb' $$;
+    create function engine_callable.body(json) returns text language sql immutable as $$ select 'json' $$;
+    create function engine_callable.body(int, int) returns text language sql immutable as $$ select 'ints' $$;
+    grant execute on all functions in schema engine_callable to anon;
+  `);
+  engine = await productEngine({ dbSchemas: ["engine_callable"] });
+});
+
+afterAll(async () => {
+  await engine.close();
+  await admin.unsafe("drop schema if exists engine_callable cascade");
+  await admin.end();
+});
+
+const notFound = (name: string, details: string, hint: string | null = null) => ({
+  code: "PGRST202",
+  details,
+  hint,
+  message: `Could not find the function engine_callable.${name} without parameters in the schema cache`,
+});
+
+describe("functions PostgREST cannot call are not in the schema cache", () => {
+  test("all parameters unnamed: left out, so no hint names their parameters", async () => {
+    for (const name of ["two_unnamed", "one_unnamed_int"]) {
+      const res = await readJson(await engine.fetch(get(`/rpc/${name}`)));
+      expect(res.status).toBe(404);
+      expect(res.json).toEqual(notFound(name, `Searched for the function engine_callable.${name} without parameters, but no matches were found in the schema cache.`));
+    }
+  });
+
+  test("a trigger function is left out", async () => {
+    const res = await readJson(await engine.fetch(get("/rpc/on_change")));
+    expect(res.status).toBe(404);
+    expect((res.json as { code: string }).code).toBe("PGRST202");
+  });
+
+  test("kept: some parameters named, or a single unnamed text/json parameter", async () => {
+    const mixed = await readJson(await engine.fetch(get("/rpc/mixed?a=1")));
+    expect(mixed.json).toMatchObject({ code: "PGRST202", hint: "Perhaps you meant to call the function engine_callable.mixed(, a)" });
+    const text = await engine.fetch(new Request("http://engine/rpc/raw_text", { method: "POST", headers: { "Content-Type": "text/plain" }, body: "hi" }));
+    expect([text.status, await text.text()]).toEqual([200, '"hi"']);
+  });
+
+  test("an uncallable overload does not take part in resolution", async () => {
+    const res = await readJson(await engine.fetch(post("/rpc/body", { x: 1 })));
+    expect(res.status).toBe(300);
+    expect((res.json as { message: string }).message).toBe(
+      "Could not choose the best candidate function between: engine_callable.body( => json), engine_callable.body( => jsonb)",
+    );
+  });
+});
+
+describe("PGRST203 lists the candidates in PostgREST's order", () => {
+  test("fewer parameters first, then by parameter name and type", async () => {
+    const res = await readJson(await engine.fetch(get("/rpc/amb?a=1")));
+    expect(res.status).toBe(300);
+    expect(res.json).toEqual({
+      code: "PGRST203",
+      details: null,
+      hint: "Try renaming the parameters or the function itself in the database so function overloading can be resolved",
+      message:
+        "Could not choose the best candidate function between: engine_callable.amb(a => integer), " +
+        "engine_callable.amb(a => text), engine_callable.amb(a => integer, b => integer)",
+    });
+  });
+});
