@@ -26,6 +26,11 @@ beforeAll(async () => {
     create function engine_callable.body(jsonb) returns text language sql immutable as $$ select 'jsonb' $$;
     create function engine_callable.body(json) returns text language sql immutable as $$ select 'json' $$;
     create function engine_callable.body(int, int) returns text language sql immutable as $$ select 'ints' $$;
+    create function engine_callable.bump() returns int language sql volatile as 'select 1';
+    create function engine_callable.peek() returns int language sql stable as 'select 1';
+    create function engine_callable.pure() returns int language sql immutable as 'select 1';
+    create function engine_callable.by_args(x int) returns int language sql volatile as 'select 1';
+    create function engine_callable.by_args(y text) returns int language sql stable as 'select 2';
     grant execute on all functions in schema engine_callable to anon;
   `);
   engine = await productEngine({ dbSchemas: ["engine_callable"] });
@@ -87,5 +92,26 @@ describe("PGRST203 lists the candidates in PostgREST's order", () => {
         "Could not choose the best candidate function between: engine_callable.amb(a => integer), " +
         "engine_callable.amb(a => text), engine_callable.amb(a => integer, b => integer)",
     });
+  });
+});
+
+describe("OPTIONS /rpc/<fn>: the methods the function's volatility allows", () => {
+  const options = (path: string) => engine.fetch(new Request(`http://engine${path}`, { method: "OPTIONS" }));
+
+  test("volatile: OPTIONS,POST; stable and immutable: OPTIONS,GET,HEAD,POST; no body", async () => {
+    for (const [name, allow] of [["bump", "OPTIONS,POST"], ["peek", "OPTIONS,GET,HEAD,POST"], ["pure", "OPTIONS,GET,HEAD,POST"]]) {
+      const res = await options(`/rpc/${name}`);
+      expect([name, res.status, res.headers.get("allow"), res.headers.get("access-control-allow-origin"), await res.text()])
+        .toEqual([name, 200, allow, "*", ""]);
+    }
+  });
+
+  test("the overload is chosen by the query string's names, as for GET; none is PGRST202", async () => {
+    expect((await options("/rpc/by_args?x=1")).headers.get("allow")).toBe("OPTIONS,POST");
+    expect((await options("/rpc/by_args?y=1")).headers.get("allow")).toBe("OPTIONS,GET,HEAD,POST");
+    const missing = await readJson(await options("/rpc/by_args"));
+    expect(missing.status).toBe(404);
+    expect((missing.json as { code: string }).code).toBe("PGRST202");
+    expect((await options("/rpc/nothing_like_it")).status).toBe(404);
   });
 });

@@ -38,9 +38,7 @@ interface ArgumentInput {
 const ALLOWED = ["GET", "HEAD", "POST"];
 
 export async function handleRpc(rt: EngineRuntime, req: EngineRequest, functionName: string): Promise<Response> {
-  if (req.method === "OPTIONS") {
-    return new Response(null, { status: 200, headers: { Allow: "OPTIONS,GET,HEAD,POST" } });
-  }
+  if (req.method === "OPTIONS") return routineInfo(rt, req, functionName);
   if (!ALLOWED.includes(req.method)) {
     throw new ApiError(405, "PGRST101", `Cannot use the ${req.method} method on RPC`);
   }
@@ -126,6 +124,21 @@ export async function handleRpc(rt: EngineRuntime, req: EngineRequest, functionN
   headers["Content-Range"] = outcome.contentRange;
   const body = req.method === "HEAD" ? null : row.body ?? "";
   return responseFromGucs(row, outcome.status, body, headers);
+}
+
+/**
+ * OPTIONS: PostgREST resolves the function as for a GET (the query string's names choose the
+ * overload; none found is PGRST202) and answers with the methods its volatility allows:
+ * `OPTIONS,POST` for a volatile function, `OPTIONS,GET,HEAD,POST` for a stable or immutable one.
+ */
+function routineInfo(rt: EngineRuntime, req: EngineRequest, functionName: string): Response {
+  const parsedQuery = parseReadQuery(req.rawQuery, { rpcRead: true, rangeHeader: null });
+  checkStrictPreferences(req.prefer);
+  const cache = rt.schemaCache();
+  const routine = chooseRoutine(req, functionName, cache.routinesNamed(req.schema, functionName), readArguments(parsedQuery),
+    () => cache.similarRoutineName(req.schema, functionName));
+  const allow = routine.volatility === "volatile" ? "OPTIONS,POST" : "OPTIONS,GET,HEAD,POST";
+  return new Response(null, { status: 200, headers: { "Access-Control-Allow-Origin": "*", Allow: allow } });
 }
 
 function isPlainRead(q: ReadQuery): boolean {
