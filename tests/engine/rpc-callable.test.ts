@@ -32,13 +32,19 @@ beforeAll(async () => {
     create function engine_callable.by_args(x int) returns int language sql volatile as 'select 1';
     create function engine_callable.by_args(y text) returns int language sql stable as 'select 2';
     grant execute on all functions in schema engine_callable to anon;
+    drop schema if exists engine_callable_b cascade;
+    create schema engine_callable_b;
+    grant usage on schema engine_callable_b to anon;
+    create function engine_callable_b.pure() returns int language sql immutable as 'select 2';
+    create function engine_callable_b.nothing() returns void language sql volatile as '';
+    grant execute on all functions in schema engine_callable_b to anon;
   `);
   engine = await productEngine({ dbSchemas: ["engine_callable"] });
 });
 
 afterAll(async () => {
   await engine.close();
-  await admin.unsafe("drop schema if exists engine_callable cascade");
+  await admin.unsafe("drop schema if exists engine_callable, engine_callable_b cascade");
   await admin.end();
 });
 
@@ -113,5 +119,25 @@ describe("OPTIONS /rpc/<fn>: the methods the function's volatility allows", () =
     expect(missing.status).toBe(404);
     expect((missing.json as { code: string }).code).toBe("PGRST202");
     expect((await options("/rpc/nothing_like_it")).status).toBe(404);
+  });
+});
+
+describe("Content-Profile: with several exposed schemas, the one that served the call", () => {
+  test("default and chosen schema, GET and POST; none on a void 204; none with one schema", async () => {
+    const both = await productEngine({ dbSchemas: ["engine_callable", "engine_callable_b"] });
+    try {
+      const answer = async (r: Request) => {
+        const res = await both.fetch(r);
+        return [res.status, res.headers.get("content-profile"), await res.text()];
+      };
+      expect(await answer(get("/rpc/pure"))).toEqual([200, "engine_callable", "1"]);
+      expect(await answer(get("/rpc/pure", { "Accept-Profile": "engine_callable_b" }))).toEqual([200, "engine_callable_b", "2"]);
+      expect(await answer(post("/rpc/pure", {}))).toEqual([200, "engine_callable", "1"]);
+      expect(await answer(post("/rpc/pure", {}, { "Content-Profile": "engine_callable_b" }))).toEqual([200, "engine_callable_b", "2"]);
+      expect(await answer(post("/rpc/nothing", {}, { "Content-Profile": "engine_callable_b" }))).toEqual([204, null, ""]);
+    } finally {
+      await both.close();
+    }
+    expect((await engine.fetch(get("/rpc/pure"))).headers.get("content-profile")).toBeNull();
   });
 });

@@ -105,13 +105,16 @@ export async function handleRpc(rt: EngineRuntime, req: EngineRequest, functionN
 
   const total = row.total_result_set === null ? null : Number(row.total_result_set);
   const outcome = rangeOutcome(shaped.range, Number(row.page_total), total);
+  // With several exposed schemas PostgREST names the one that served the call (default
+  // included, GET and POST alike) wherever it sends a Content-Type: not on a void function's 204.
+  const profile: Record<string, string> = rt.config.dbSchemas.length > 1 ? { "Content-Profile": req.schema } : {};
   if (outcome.error) {
     // PostgREST renders this 416 from the result itself: no Proxy-Status.
     const err = outcome.error;
     const body = rt.config.clientErrorVerbosity === "minimal" ? JSON.stringify({ code: err.code, message: err.message }) : err.body();
     return new Response(body, {
       status: 416,
-      headers: { "Content-Type": media.contentType, "Content-Length": String(Buffer.byteLength(body)), "Content-Range": outcome.contentRange },
+      headers: { "Content-Type": media.contentType, ...profile, "Content-Length": String(Buffer.byteLength(body)), "Content-Range": outcome.contentRange },
     });
   }
 
@@ -121,6 +124,7 @@ export async function handleRpc(rt: EngineRuntime, req: EngineRequest, functionN
     return responseFromGucs(row, 204, null, headers);
   }
   headers["Content-Type"] = media.contentType;
+  Object.assign(headers, profile);
   headers["Content-Range"] = outcome.contentRange;
   const body = req.method === "HEAD" ? null : row.body ?? "";
   return responseFromGucs(row, outcome.status, body, headers);
