@@ -177,6 +177,14 @@ describe("configuration and the database being away", () => {
     expect(() => engineConfigFromEnv({ PGRST_JWT_ROLE_CLAIM_KEY: ".role[x" })).toThrow("role-claim-key");
   });
 
+  test("db-schemas naming pg_catalog or information_schema is refused at start, as PostgREST 16 does", async () => {
+    expect(() => engineConfigFromEnv({ PGRST_DB_SCHEMAS: "api,pg_catalog" })).toThrow("PGRST_DB_SCHEMAS must not expose pg_catalog");
+    expect(() => engineConfigFromEnv({ PGRST_DB_SCHEMAS: "information_schema" })).toThrow("must not expose information_schema");
+    expect(engineConfigFromEnv({ PGRST_DB_SCHEMAS: "api,PG_CATALOG" }).dbSchemas).toEqual(["api", "PG_CATALOG"]);
+    await expect(createEngine(defaultEngineConfig({ dbSchemas: ["pg_catalog"] }), { databaseUrl: "postgres://x@127.0.0.1:1/none" }))
+      .rejects.toThrow("must not expose pg_catalog");
+  });
+
   test("jwt-role-claim-key: JSONPath is the default; the older JSPath is read and warned about once at start", async () => {
     expect(engineConfigFromEnv({}).jwtRoleClaimKey).toBe("$.role");
     expect(engineConfigFromEnv({ PGRST_JWT_ROLE_CLAIM_KEY: "$.realm_access.roles[0]" }).jwtRoleClaimKey).toBe("$.realm_access.roles[0]");

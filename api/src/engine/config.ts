@@ -57,6 +57,9 @@ export function defaultEngineConfig(overrides: Partial<EngineConfig> = {}): Engi
   };
 }
 
+/** PostgreSQL's system schemas, which db-schemas may not name. */
+const INTERNAL_SCHEMAS = ["pg_catalog", "information_schema"];
+
 const TX_ENDS: TxEnd[] = ["commit", "commit-allow-override", "rollback", "rollback-allow-override"];
 
 function list(value: string | undefined): string[] | undefined {
@@ -100,6 +103,14 @@ export function secretIsJwk(secret: string): boolean {
 /** Throws a clear Error for settings PostgREST would refuse at startup. */
 export function validateEngineConfig(config: EngineConfig): EngineConfig {
   if (config.dbSchemas.length === 0) throw new Error("PGRST_DB_SCHEMAS must name at least one schema");
+  // PostgREST 16 refuses to start with a system schema exposed.
+  const internal = config.dbSchemas.filter((s) => INTERNAL_SCHEMAS.includes(s));
+  if (internal.length > 0) {
+    throw new Error(
+      `PGRST_DB_SCHEMAS must not expose ${internal.join(" or ")}: ${INTERNAL_SCHEMAS.join(" and ")} are PostgreSQL's own schemas, ` +
+        `which PostgREST refuses in db-schemas (got ${JSON.stringify(config.dbSchemas.join(","))})`,
+    );
+  }
   if (!TX_ENDS.includes(config.dbTxEnd)) {
     throw new Error(`PGRST_DB_TX_END must be one of ${TX_ENDS.join(", ")}, got ${JSON.stringify(config.dbTxEnd)}`);
   }
