@@ -99,9 +99,11 @@ export function interpolate(text: string, env: Env): string {
     const value = env[name];
     const set = value !== undefined;
     const nonEmpty = set && value !== "";
+    // Compose (compose-go v2) interpolates a default in turn, so `$$` in it is a literal `$`.
+    const fallback = () => interpolate(argument as string, env);
     switch (operator) {
-      case ":-": return nonEmpty ? value! : argument;
-      case "-": return set ? value! : argument;
+      case ":-": return nonEmpty ? value! : fallback();
+      case "-": return set ? value! : fallback();
       case ":?": if (!nonEmpty) throw new MissingVariableError(`${name}: ${argument}`); return value!;
       case "?": if (!set) throw new MissingVariableError(`${name}: ${argument}`); return value!;
       case ":+": return nonEmpty ? argument : "";

@@ -101,7 +101,8 @@ describe("docker-compose.yml: services, images, start order", () => {
     expect(services.redis!.image).toBe("redis:7");
     // The same dbmate as `bun run migrate` (npm package dbmate).
     expect(services.migrate!.image).toBe(`ghcr.io/amacneil/dbmate:${pkg.dependencies.dbmate}`);
-    expect(services.postgrest!.image).toMatch(/^postgrest\/postgrest:v\d+\.\d+(\.\d+)?$/);
+    // The release the embedded engine follows (tests/conformance: PostgREST v16).
+    expect(services.postgrest!.image).toBe("postgrest/postgrest:v16.4");
     expect(services.api!.build).toBe(".");
     expect(services.api!.image).toBeUndefined();
   });
@@ -222,7 +223,8 @@ describe("docker-compose.yml: configuration of PostgREST and the API", () => {
     expect(decodeURIComponent(uri.password)).toBe(envExample.AUTHENTICATOR_PASSWORD!);
     expect(postgrestResolved.PGRST_DB_SCHEMAS).toBe("api");
     expect(postgrestResolved.PGRST_DB_ANON_ROLE).toBe("anon");
-    expect(postgrestResolved.PGRST_JWT_ROLE_CLAIM_KEY).toBe(".role");
+    // v16's syntax: a JSONPath. `$$` in the file is Compose's escape for a literal `$`.
+    expect(postgrestResolved.PGRST_JWT_ROLE_CLAIM_KEY).toBe("$.role");
     expect(postgrestResolved.PGRST_JWT_SECRET).toBe(envExample.PGRST_JWT_SECRET!);
     expect(postgrestResolved.PGRST_JWT_AUD).toBe(envExample.PGRST_JWT_AUD!);
     expect(Number(postgrestResolved.PGRST_DB_POOL)).toBeGreaterThan(0);

@@ -4,7 +4,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { writeFileSync } from "node:fs";
 import { testStack } from "../support/stack";
-import { AREAS, loadSuite, type ConformanceCase } from "./support/cases";
+import { AREAS, SHARED_AREAS, loadSuite, type ConformanceCase } from "./support/cases";
 import { checkResponse, validateExpect } from "./support/check";
 import { createConformanceDatabase, type ConformanceDatabase } from "./support/database";
 import { sendRaw } from "./support/raw-http";
@@ -96,6 +96,9 @@ function printSummary() {
   const counted = suite.counted;
   const passed = counted.filter((c) => outcomes.get(c.id)?.passed).length;
   const lines = [`conformance: ${passed} passed, ${counted.length - passed} failed`];
+  const shared = counted.filter((c) => (SHARED_AREAS as readonly string[]).includes(c.area));
+  const sharedPassed = shared.filter((c) => outcomes.get(c.id)?.passed).length;
+  lines.push(`  shared cases: ${sharedPassed}/${shared.length}; our transcriptions: ${passed - sharedPassed}/${counted.length - shared.length}`);
   for (const area of AREAS) {
     const inArea = counted.filter((c) => c.area === area);
     const ok = inArea.filter((c) => outcomes.get(c.id)?.passed).length;

@@ -177,6 +177,47 @@ describe("configuration and the database being away", () => {
     expect(() => engineConfigFromEnv({ PGRST_JWT_ROLE_CLAIM_KEY: ".role[x" })).toThrow("role-claim-key");
   });
 
+  test("db-schemas naming pg_catalog or information_schema is refused at start, as PostgREST 16 does", async () => {
+    expect(() => engineConfigFromEnv({ PGRST_DB_SCHEMAS: "api,pg_catalog" })).toThrow("PGRST_DB_SCHEMAS must not expose pg_catalog");
+    expect(() => engineConfigFromEnv({ PGRST_DB_SCHEMAS: "information_schema" })).toThrow("must not expose information_schema");
+    expect(engineConfigFromEnv({ PGRST_DB_SCHEMAS: "api,PG_CATALOG" }).dbSchemas).toEqual(["api", "PG_CATALOG"]);
+    await expect(createEngine(defaultEngineConfig({ dbSchemas: ["pg_catalog"] }), { databaseUrl: "postgres://x@127.0.0.1:1/none" }))
+      .rejects.toThrow("must not expose pg_catalog");
+  });
+
+  test("jwt-role-claim-key: JSONPath is the default; the older JSPath is read and warned about once at start", async () => {
+    expect(engineConfigFromEnv({}).jwtRoleClaimKey).toBe("$.role");
+    expect(engineConfigFromEnv({ PGRST_JWT_ROLE_CLAIM_KEY: "$.realm_access.roles[0]" }).jwtRoleClaimKey).toBe("$.realm_access.roles[0]");
+    expect(() => engineConfigFromEnv({ PGRST_JWT_ROLE_CLAIM_KEY: "$.role[x" })).toThrow("role-claim-key");
+    const port = await closedPort();
+    const started = async (key: string) => {
+      const lines: string[] = [];
+      const e = await createEngine(
+        defaultEngineConfig({ dbSchemas: ["api"], jwtRoleClaimKey: key, dbPoolAcquisitionTimeoutSeconds: 1 }),
+        { databaseUrl: `postgres://authenticator:x@127.0.0.1:${port}/nowhere`, log: (l) => lines.push(l) },
+      );
+      await e.close();
+      return lines.filter((l) => l.includes("jwt-role-claim-key"));
+    };
+    expect(await started("$.role")).toEqual([]);
+    const warned = await started(".postgrest.roles[1]");
+    expect(warned).toHaveLength(1);
+    expect(warned[0]).toContain("deprecated");
+    expect(warned[0]).toContain('"$.postgrest.roles[1]"');
+  });
+
+  test("the role comes from a JSONPath and from the older JSPath alike", async () => {
+    for (const key of ["$.app.roles[-1]", ".app.roles[1]", '$["app"]["roles"][?@ == "authenticated"]']) {
+      const e = await productEngine({ dbSchemas: ["engine_auth"], jwtRoleClaimKey: key });
+      try {
+        const token = await signToken({ app: { roles: ["anon", "authenticated"] } });
+        expect((await readJson(await e.fetch(get("/rpc/who", bearer(token))))).json).toBe("authenticated");
+      } finally {
+        await e.close();
+      }
+    }
+  });
+
   test("an unreachable database is 503 in PostgREST's shape, and the engine keeps running", async () => {
     const port = await closedPort();
     const lines: string[] = [];

@@ -21,7 +21,7 @@ export interface EngineConfig {
   jwtSecret?: string;
   jwtSecretIsBase64: boolean;
   jwtAud?: string;
-  /** PostgREST's JSPath, e.g. `.role` or `.postgrest.roles[1]`. */
+  /** JSONPath (RFC 9535) into the claims, e.g. `$.role` or `$.postgrest.roles[1]`; the older `.role` is still read (deprecated). */
   jwtRoleClaimKey: string;
   clientErrorVerbosity: "verbose" | "minimal";
   serverHost: string;
@@ -47,7 +47,7 @@ export function defaultEngineConfig(overrides: Partial<EngineConfig> = {}): Engi
     dbPoolSize: 10,
     dbPoolAcquisitionTimeoutSeconds: 10,
     jwtSecretIsBase64: false,
-    jwtRoleClaimKey: ".role",
+    jwtRoleClaimKey: "$.role",
     clientErrorVerbosity: "verbose",
     serverHost: "127.0.0.1",
     serverPort: 3000,
@@ -56,6 +56,9 @@ export function defaultEngineConfig(overrides: Partial<EngineConfig> = {}): Engi
     ...overrides,
   };
 }
+
+/** PostgreSQL's system schemas, which db-schemas may not name. */
+const INTERNAL_SCHEMAS = ["pg_catalog", "information_schema"];
 
 const TX_ENDS: TxEnd[] = ["commit", "commit-allow-override", "rollback", "rollback-allow-override"];
 
@@ -100,6 +103,14 @@ export function secretIsJwk(secret: string): boolean {
 /** Throws a clear Error for settings PostgREST would refuse at startup. */
 export function validateEngineConfig(config: EngineConfig): EngineConfig {
   if (config.dbSchemas.length === 0) throw new Error("PGRST_DB_SCHEMAS must name at least one schema");
+  // PostgREST 16 refuses to start with a system schema exposed.
+  const internal = config.dbSchemas.filter((s) => INTERNAL_SCHEMAS.includes(s));
+  if (internal.length > 0) {
+    throw new Error(
+      `PGRST_DB_SCHEMAS must not expose ${internal.join(" or ")}: ${INTERNAL_SCHEMAS.join(" and ")} are PostgreSQL's own schemas, ` +
+        `which PostgREST refuses in db-schemas (got ${JSON.stringify(config.dbSchemas.join(","))})`,
+    );
+  }
   if (!TX_ENDS.includes(config.dbTxEnd)) {
     throw new Error(`PGRST_DB_TX_END must be one of ${TX_ENDS.join(", ")}, got ${JSON.stringify(config.dbTxEnd)}`);
   }
@@ -130,7 +141,7 @@ export function engineConfigFromEnv(env: Record<string, string | undefined>): En
     jwtSecret: nonEmpty(env.PGRST_JWT_SECRET),
     jwtSecretIsBase64: bool("PGRST_JWT_SECRET_IS_BASE64", env.PGRST_JWT_SECRET_IS_BASE64) ?? false,
     jwtAud: nonEmpty(env.PGRST_JWT_AUD),
-    jwtRoleClaimKey: nonEmpty(env.PGRST_JWT_ROLE_CLAIM_KEY) ?? ".role",
+    jwtRoleClaimKey: nonEmpty(env.PGRST_JWT_ROLE_CLAIM_KEY) ?? "$.role",
     clientErrorVerbosity: verbosity,
     serverHost: nonEmpty(env.PGRST_SERVER_HOST) ?? "127.0.0.1",
     serverPort: int("PGRST_SERVER_PORT", env.PGRST_SERVER_PORT, 0) ?? 3000,

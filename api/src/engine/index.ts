@@ -11,6 +11,7 @@ import type { EngineConfig } from "./config";
 import { validateEngineConfig } from "./config";
 import { noSchemaCache, type EngineRuntime } from "./context";
 import { ApiError } from "./errors";
+import { legacyRoleClaimKeyWarning } from "./jspath";
 import { JwtAuthenticator } from "./jwt";
 import { fromDatabaseError, internalError, isConnectionError, renderError } from "./pg-errors";
 import { route } from "./router";
@@ -67,6 +68,8 @@ export async function createEngine(config: EngineConfig, opts: EngineOptions = {
   const url = config.dbUri ?? opts.databaseUrl;
   if (!url && !opts.sql) throw new Error("the engine needs a database URL (PGRST_DB_URI or DATABASE_URL)");
   const log = opts.log ?? ((line: string) => console.error(line));
+  const deprecated = legacyRoleClaimKeyWarning(config.jwtRoleClaimKey);
+  if (deprecated !== undefined) log(`engine: ${deprecated}`);
   const ownsPool = !opts.sql;
   let sql: Sql = opts.sql ?? createEnginePool(url!, config, opts.applicationName);
   const auth = new JwtAuthenticator(config);

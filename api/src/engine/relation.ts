@@ -72,7 +72,9 @@ export async function handleRelation(rt: EngineRuntime, req: EngineRequest, name
   const relation = cache.relation(req.schema, name);
   if (!relation) throw tableNotFound(cache, req.schema, name);
 
-  if (req.method === "OPTIONS") return new Response(null, { status: 200, headers: { Allow: "OPTIONS,GET,HEAD" } });
+  if (req.method === "OPTIONS") {
+    return new Response(null, { status: 200, headers: { "Access-Control-Allow-Origin": "*", Allow: "OPTIONS,GET,HEAD" } });
+  }
   if (WRITE_METHODS.has(req.method)) throw writesNotSupported(req.method, req.schema, name);
   if (!isRead || !parsed) throw new ApiError(405, "PGRST117", `Unsupported HTTP method: ${req.method}`);
 

@@ -38,9 +38,7 @@ interface ArgumentInput {
 const ALLOWED = ["GET", "HEAD", "POST"];
 
 export async function handleRpc(rt: EngineRuntime, req: EngineRequest, functionName: string): Promise<Response> {
-  if (req.method === "OPTIONS") {
-    return new Response(null, { status: 200, headers: { Allow: "OPTIONS,GET,HEAD,POST" } });
-  }
+  if (req.method === "OPTIONS") return routineInfo(rt, req, functionName);
   if (!ALLOWED.includes(req.method)) {
     throw new ApiError(405, "PGRST101", `Cannot use the ${req.method} method on RPC`);
   }
@@ -107,13 +105,16 @@ export async function handleRpc(rt: EngineRuntime, req: EngineRequest, functionN
 
   const total = row.total_result_set === null ? null : Number(row.total_result_set);
   const outcome = rangeOutcome(shaped.range, Number(row.page_total), total);
+  // With several exposed schemas PostgREST names the one that served the call (default
+  // included, GET and POST alike) wherever it sends a Content-Type: not on a void function's 204.
+  const profile: Record<string, string> = rt.config.dbSchemas.length > 1 ? { "Content-Profile": req.schema } : {};
   if (outcome.error) {
     // PostgREST renders this 416 from the result itself: no Proxy-Status.
     const err = outcome.error;
     const body = rt.config.clientErrorVerbosity === "minimal" ? JSON.stringify({ code: err.code, message: err.message }) : err.body();
     return new Response(body, {
       status: 416,
-      headers: { "Content-Type": media.contentType, "Content-Length": String(Buffer.byteLength(body)), "Content-Range": outcome.contentRange },
+      headers: { "Content-Type": media.contentType, ...profile, "Content-Length": String(Buffer.byteLength(body)), "Content-Range": outcome.contentRange },
     });
   }
 
@@ -123,9 +124,25 @@ export async function handleRpc(rt: EngineRuntime, req: EngineRequest, functionN
     return responseFromGucs(row, 204, null, headers);
   }
   headers["Content-Type"] = media.contentType;
+  Object.assign(headers, profile);
   headers["Content-Range"] = outcome.contentRange;
   const body = req.method === "HEAD" ? null : row.body ?? "";
   return responseFromGucs(row, outcome.status, body, headers);
+}
+
+/**
+ * OPTIONS: PostgREST resolves the function as for a GET (the query string's names choose the
+ * overload; none found is PGRST202) and answers with the methods its volatility allows:
+ * `OPTIONS,POST` for a volatile function, `OPTIONS,GET,HEAD,POST` for a stable or immutable one.
+ */
+function routineInfo(rt: EngineRuntime, req: EngineRequest, functionName: string): Response {
+  const parsedQuery = parseReadQuery(req.rawQuery, { rpcRead: true, rangeHeader: null });
+  checkStrictPreferences(req.prefer);
+  const cache = rt.schemaCache();
+  const routine = chooseRoutine(req, functionName, cache.routinesNamed(req.schema, functionName), readArguments(parsedQuery),
+    () => cache.similarRoutineName(req.schema, functionName));
+  const allow = routine.volatility === "volatile" ? "OPTIONS,POST" : "OPTIONS,GET,HEAD,POST";
+  return new Response(null, { status: 200, headers: { "Access-Control-Allow-Origin": "*", Allow: allow } });
 }
 
 function isPlainRead(q: ReadQuery): boolean {

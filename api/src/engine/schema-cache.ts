@@ -107,6 +107,16 @@ export async function loadSchemaCache(sql: Sql, schemas: string[]): Promise<Sche
         join pg_namespace n on n.oid = p.pronamespace
         join pg_type rt on rt.oid = p.prorettype
        where n.nspname = any(${schemas}::text[]) and p.prokind = 'f'
+         -- PostgREST leaves out what it cannot call: trigger functions, and functions whose
+         -- parameters are all unnamed, unless it is a single json, jsonb, text, xml or bytea one
+         -- (that one takes the whole body). pg_proc has no argument names at all exactly when
+         -- none is named; with some named, the others have '' and count as named, as in PostgREST.
+         and p.prorettype <> 'trigger'::regtype
+         and case
+               when p.pronargs = 0 or p.proargnames is not null then true
+               when p.pronargs = 1 then p.proargtypes[0] in ('bytea'::regtype, 'json'::regtype, 'jsonb'::regtype, 'text'::regtype, 'xml'::regtype)
+               else false
+             end
        order by n.nspname, p.proname, p.oid`,
     sql`
       select n.nspname as schema, c.relname as name, c.relkind::text as relkind,
@@ -163,6 +173,8 @@ export async function loadSchemaCache(sql: Sql, schemas: string[]): Promise<Sche
     else routines.set(key, [routine]);
   }
 
+  for (const list of routines.values()) list.sort(compareOverloads);
+
   const relations = new Map<string, Relation>();
   for (const row of relationRows) {
     relations.set(`${row.schema}.${row.name}`, {
@@ -175,4 +187,48 @@ export async function loadSchemaCache(sql: Sql, schemas: string[]): Promise<Sche
     });
   }
   return new SchemaCache(schemas, routines, relations);
+}
+
+/** Haskell's `compare` on Text: by code point. */
+function compareText(a: string, b: string): number {
+  const x = [...a];
+  const y = [...b];
+  for (let i = 0; i < Math.min(x.length, y.length); i++) {
+    const d = x[i]!.codePointAt(0)! - y[i]!.codePointAt(0)!;
+    if (d !== 0) return d;
+  }
+  return x.length - y.length;
+}
+
+const compareBool = (a: boolean, b: boolean) => Number(a) - Number(b);
+
+/** PostgREST's RoutineParam order: name, type, then required (False first), then variadic. */
+function compareParam(a: RoutineParam, b: RoutineParam): number {
+  return compareText(a.name, b.name) || compareText(a.type, b.type) ||
+    compareBool(!a.hasDefault, !b.hasDefault) || compareBool(a.variadic, b.variadic);
+}
+
+/**
+ * The order PostgREST keeps overloads in (its `Ord Routine`), which is the order of PGRST203's
+ * candidates: fewer parameters first; then the description (none first), then the parameter
+ * lists element by element; then the return (single before set, scalar before composite) and
+ * the volatility (volatile, stable, immutable).
+ */
+export function compareOverloads(a: Routine, b: Routine): number {
+  if (a.params.length !== b.params.length) return a.params.length - b.params.length;
+  if (a.description !== b.description) {
+    if (a.description === null) return -1;
+    if (b.description === null) return 1;
+    const d = compareText(a.description, b.description);
+    if (d !== 0) return d;
+  }
+  for (let i = 0; i < a.params.length; i++) {
+    const d = compareParam(a.params[i]!, b.params[i]!);
+    if (d !== 0) return d;
+  }
+  const volatility = ["volatile", "stable", "immutable"];
+  return compareBool(a.returnsSet, b.returnsSet) ||
+    compareBool(a.returnKind === "composite", b.returnKind === "composite") ||
+    compareText(a.returnType, b.returnType) ||
+    volatility.indexOf(a.volatility) - volatility.indexOf(b.volatility);
 }

@@ -13,7 +13,9 @@ export async function buildRequest(c: ConformanceCase): Promise<RawRequest> {
   const headers: [string, string][] = Object.entries(c.request.headers ?? {});
   const has = (name: string) => headers.some(([key]) => key.toLowerCase() === name);
 
-  if (!PROFILE_FREE_SCHEMAS.has(c.schema) && !has("accept-profile")) headers.push(["Accept-Profile", c.schema]);
+  // A case with its own db-schemas names its default schema first: no profile header for it either.
+  const ownDefault = typeof c.config?.["db-schemas"] === "string" ? c.config["db-schemas"].split(",")[0]!.trim() : undefined;
+  if (!PROFILE_FREE_SCHEMAS.has(c.schema) && c.schema !== ownDefault && !has("accept-profile")) headers.push(["Accept-Profile", c.schema]);
 
   if (c.request.jwt) {
     if (c.request.jwt.sign_with !== "hs256_test_secret") throw new RunnerError(`case ${c.id}: unknown jwt.sign_with ${c.request.jwt.sign_with}`);
