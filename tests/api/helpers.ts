@@ -36,13 +36,16 @@ export async function call(path: string, options: CallOptions = {}): Promise<Cal
     body,
   });
   const text = await response.text();
-  let json: unknown;
+  return { status: response.status, headers: response.headers, text, json: jsonOrUndefined(text) };
+}
+
+/** A body's JSON, or undefined when it is empty or not JSON. */
+export function jsonOrUndefined(text: string): any {
   try {
-    json = text ? JSON.parse(text) : undefined;
+    return text ? JSON.parse(text) : undefined;
   } catch {
-    json = undefined;
+    return undefined;
   }
-  return { status: response.status, headers: response.headers, text, json };
 }
 
 export interface TestUser {

@@ -3,6 +3,7 @@
 import { afterAll } from "bun:test";
 import { loadConfig } from "../../api/src/config";
 import { startApi, type RunningApi } from "../../api/src/server";
+import { jsonOrUndefined } from "../api/helpers";
 import { sendRaw, type RawResponse } from "../conformance/support/raw-http";
 import { testStack } from "../support/stack";
 
@@ -40,13 +41,7 @@ export async function raw(method: string, target: string, options: { body?: unkn
   }
   const response: RawResponse = await sendRaw(port, { method, target, headers, body });
   const text = response.body.toString("utf8");
-  let json: unknown;
-  try {
-    json = text ? JSON.parse(text) : undefined;
-  } catch {
-    json = undefined;
-  }
-  return { status: response.status, headers: response.headers, text, json };
+  return { status: response.status, headers: response.headers, text, json: jsonOrUndefined(text) };
 }
 
 /** PostgREST's error body: exactly these keys, a string code and message. */
