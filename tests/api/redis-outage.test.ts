@@ -53,6 +53,8 @@ describe.skipIf(!baseEnv)("Redis outage [stops a Redis server: not with API_URL]
     expect(health.status).toBe(200);
     expect(health.json.status).toBe("degraded");
     expect(health.json.down).toEqual(["redis"]);
+    // Which part is down, never the driver's own error text.
+    expect(health.json.checks.redis.error).toBe("unreachable");
 
     // Every route still answers: auth, uncached reads, writes, sign-in (limits per process).
     expect((await call("/rpc/me", { base: a.url, token: session.access_token })).status).toBe(200);

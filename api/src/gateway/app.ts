@@ -127,6 +127,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
         sql,
         redis,
         upstreamKind: options.upstream.kind,
+        log,
         // Anonymous call of a function the anonymous role may not run: exercises the whole
         // upstream path (HTTP, pool, database) without touching data.
         upstream: () => options.upstream.fetch(`${options.upstream.url}/rpc/session_active`, { method: "GET", headers: { "Accept-Profile": "api" } }),

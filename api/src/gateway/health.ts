@@ -10,23 +10,31 @@ export interface PartStatus {
 
 const TIMEOUT_MS = 1500;
 
-async function probe(check: () => Promise<unknown>, required: boolean): Promise<PartStatus> {
+/** What an anonymous caller learns of a failed part: which kind of failure, never its error text. */
+const UNREACHABLE = "unreachable";
+const SLOW = `no answer within ${TIMEOUT_MS} ms`;
+
+async function probe(name: string, check: () => Promise<unknown>, required: boolean, log: Log): Promise<PartStatus> {
   const started = performance.now();
   let timer: ReturnType<typeof setTimeout> | undefined;
   try {
     await Promise.race([
       check(),
-      new Promise((_, reject) => (timer = setTimeout(() => reject(new Error(`no answer within ${TIMEOUT_MS} ms`)), TIMEOUT_MS))),
+      new Promise((_, reject) => (timer = setTimeout(() => reject(new SlowProbe()), TIMEOUT_MS))),
     ]);
     return { status: "up", latency_ms: round(performance.now() - started), required };
   } catch (error) {
-    return { status: "down", latency_ms: round(performance.now() - started), error: error instanceof Error ? error.message : String(error), required };
+    // The driver's or the upstream's own text (addresses, role names) goes to the log only.
+    if (!(error instanceof SlowProbe)) log({ event: "health_check_failed", part: name, error: error instanceof Error ? error.message : String(error) });
+    return { status: "down", latency_ms: round(performance.now() - started), error: error instanceof SlowProbe ? SLOW : UNREACHABLE, required };
   } finally {
     clearTimeout(timer);
   }
 }
 
 const round = (ms: number) => Math.round(ms * 100) / 100;
+class SlowProbe extends Error {}
+type Log = (event: Record<string, unknown>) => void;
 
 /**
  * GET /health. Postgres and the RPC upstream are required (no request can be served without
@@ -38,15 +46,17 @@ export async function healthReport(parts: {
   redis?: RedisLink;
   upstream: () => Promise<Response>;
   upstreamKind: string;
+  log?: Log;
 }): Promise<Response> {
+  const log = parts.log ?? (() => {});
   const [postgres, redis, upstream] = await Promise.all([
-    probe(() => parts.sql`select 1`, true),
-    parts.redis ? probe(() => parts.redis!.ping(), false) : Promise.resolve<PartStatus>({ status: "not_configured", required: false }),
-    probe(async () => {
+    probe("postgres", () => parts.sql`select 1`, true, log),
+    parts.redis ? probe("redis", () => parts.redis!.ping(), false, log) : Promise.resolve<PartStatus>({ status: "not_configured", required: false }),
+    probe(parts.upstreamKind, async () => {
       const response = await parts.upstream();
       await response.arrayBuffer();
       if (response.status >= 500) throw new Error(`answered ${response.status}`);
-    }, true),
+    }, true, log),
   ]);
   const checks = { postgres, redis, [parts.upstreamKind]: upstream };
   const down = Object.entries(checks).filter(([, part]) => part.status === "down");
