@@ -107,8 +107,9 @@ function raisePgrst(message: string, detail: string | undefined): EngineError {
 export function fromDatabaseError(e: unknown, authed: boolean): ApiError {
   if (e instanceof ApiError) return e;
   if (isConnectionError(e)) {
-    const msg = e instanceof Error ? e.message : String(e);
-    return new ApiError(503, "PGRST000", "Database connection error. Retrying the connection.", msg);
+    // PostgREST puts libpq's text in details; the driver's (addresses, socket paths) is kept
+    // from clients: no internal error text reaches them.
+    return new ApiError(503, "PGRST000", "Database connection error. Retrying the connection.", null);
   }
   const err = e as PgLikeError;
   if (err && typeof err.code === "string" && /^[0-9A-Z]{5}$/.test(err.code) && typeof err.message === "string") {
