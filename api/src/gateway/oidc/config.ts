@@ -127,7 +127,7 @@ function parseProvider(item: unknown, index: number, read: (name: string) => str
       useUpnAsEmail: p.use_upn_as_email === true,
     };
     // `issuer` overrides the authority only for tests and the local development provider.
-    issuer ??= `${ENTRA_AUTHORITY}/${tenant}/v2.0`;
+    issuer ??= `${ENTRA_AUTHORITY}/${(tenant ?? "").toLowerCase()}/v2.0`;
   }
   if (!issuer) {
     problems.push(`${where}.issuer is required`);
