@@ -26,6 +26,7 @@ export const oidcErrors = {
     oidcError(400, "OIDC005", "the provider did not complete the sign-in", `${error.slice(0, 64)}${description ? `: ${description.slice(0, 200)}` : ""}`, "Start again at /auth/authorize."),
   notVerified: (details: string) => oidcError(401, "OIDC006", "the provider's answer could not be verified", details.slice(0, 300), "Start again at /auth/authorize."),
   providerUnavailable: (details: string) => oidcError(503, "OIDC503", "the sign-in provider could not be reached", details.slice(0, 300), null),
+  storeUnavailable: () => oidcError(503, "OIDC503", "sign-in state cannot be kept right now", "Redis is unreachable", "Retry in a moment."),
 };
 
 interface Deps {
@@ -60,7 +61,9 @@ export class OidcRoutes {
     const nonce = client.randomNonce();
     const codeVerifier = client.randomPKCECodeVerifier();
     const callbackUrl = this.deps.oidc.callbackUrl ?? `${new URL(request.url).origin}/auth/callback`;
-    await this.store.put(state, { provider: provider.name, codeVerifier, nonce, redirectTo, appCodeChallenge, callbackUrl }, STATE_TTL_SECONDS);
+    await this.store.put(state, { provider: provider.name, codeVerifier, nonce, redirectTo, appCodeChallenge, callbackUrl }, STATE_TTL_SECONDS).catch(() => {
+      throw oidcErrors.storeUnavailable();
+    });
     const target = client.buildAuthorizationUrl(config, {
       redirect_uri: callbackUrl,
       scope: provider.scopes.join(" "),
@@ -75,7 +78,11 @@ export class OidcRoutes {
   async callback(request: Request): Promise<Response> {
     const params = new URL(request.url).searchParams;
     const state = params.get("state");
-    const pending = state ? await this.store.take(state) : undefined;
+    const pending = state
+      ? await this.store.take(state).catch(() => {
+          throw oidcErrors.storeUnavailable();
+        })
+      : undefined;
     if (!state || !pending) throw oidcErrors.unknownState();
     const provider = this.provider(pending.provider);
     const error = params.get("error");
@@ -165,7 +172,8 @@ export class OidcRoutes {
     } catch (failure) {
       if (failure instanceof postgres.PostgresError) {
         const custom = /^PT([1-5][0-9]{2})$/.exec(failure.code);
-        const status = custom ? Number(custom[1]) : failure.code === "22023" ? 400 : 500;
+        // 23505: a parallel first sign-in of the same identity or email won the race.
+        const status = custom ? Number(custom[1]) : failure.code === "22023" ? 400 : failure.code === "23505" ? 409 : 500;
         if (status < 500) throw oidcError(status, failure.code, failure.message, null, failure.hint ?? null);
       }
       throw failure;
