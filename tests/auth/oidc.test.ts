@@ -20,15 +20,20 @@ const OTHER_TENANT = randomUUID();
 let op: DevProvider;
 let api: RunningApi;
 let base: string;
+/** A second instance with AUTH_OIDC_LINK_BY_EMAIL=false. */
+let noLinkApi: RunningApi;
+let noLinkBase: string;
 const admin = postgres(testStack().databaseUrl, { max: 2, onnotice: () => {} });
 
 beforeAll(async () => {
   if (!canStartInstances) return;
   const port = await freePort();
   const callback = `http://127.0.0.1:${port}/auth/callback`;
+  const noLinkPort = await freePort();
+  const noLinkCallback = `http://127.0.0.1:${noLinkPort}/auth/callback`;
   op = await startDevProvider({
     clients: [
-      { client_id: "autoaudit-api", client_secret: "generic-secret", redirect_uris: [callback] },
+      { client_id: "autoaudit-api", client_secret: "generic-secret", redirect_uris: [callback, noLinkCallback] },
       { client_id: "autoaudit-entra", client_secret: "entra-secret", redirect_uris: [callback] },
     ],
   });
@@ -47,10 +52,14 @@ beforeAll(async () => {
   };
   api = await startApi(loadConfig(env), env, () => {});
   base = api.url;
+  const noLinkEnv = { ...env, PORT: String(noLinkPort), AUTH_OIDC_CALLBACK_URL: noLinkCallback, AUTH_OIDC_LINK_BY_EMAIL: "false" };
+  noLinkApi = await startApi(loadConfig(noLinkEnv), noLinkEnv, () => {});
+  noLinkBase = noLinkApi.url;
 }, 30_000);
 
 afterAll(async () => {
   await api?.stop();
+  await noLinkApi?.stop();
   await op?.close();
   await admin.end();
 });
@@ -69,10 +78,10 @@ interface Flow {
 }
 
 /** authorize → provider login (as `login`) and consent → the URL the provider sends back to /auth/callback. */
-async function toCallback(provider: string, login: string, redirectTo = APP): Promise<Flow> {
+async function toCallback(provider: string, login: string, redirectTo = APP, apiBase = base): Promise<Flow> {
   const { verifier, challenge } = pkce();
   const query = new URLSearchParams({ provider, redirect_to: redirectTo, code_challenge: challenge, code_challenge_method: "S256" });
-  const start = await fetch(`${base}/auth/authorize?${query}`, { redirect: "manual" });
+  const start = await fetch(`${apiBase}/auth/authorize?${query}`, { redirect: "manual" });
   expect(start.status).toBe(302);
   const jar = new Map<string, string>();
   let url = new URL(start.headers.get("location")!);
@@ -103,7 +112,7 @@ async function toCallback(provider: string, login: string, redirectTo = APP): Pr
     const location = response.headers.get("location");
     if (!location) throw new Error(`the provider stopped at ${url.pathname} with ${response.status}: ${(await response.text()).slice(0, 300)}`);
     url = new URL(location, url);
-    if (url.href.startsWith(`${base}/auth/callback`)) return { callbackUrl: url, verifier };
+    if (url.href.startsWith(`${apiBase}/auth/callback`)) return { callbackUrl: url, verifier };
   }
   throw new Error("too many redirects");
 }
@@ -125,8 +134,8 @@ const safeJson = (text: string) => {
 };
 
 /** The whole flow up to the app's one-time code. */
-async function signInWith(provider: string, login: string) {
-  const flow = await toCallback(provider, login);
+async function signInWith(provider: string, login: string, apiBase = base) {
+  const flow = await toCallback(provider, login, APP, apiBase);
   const answer = await getCallback(flow.callbackUrl);
   if (answer.status !== 302) return { ...answer, code: undefined, verifier: flow.verifier };
   const target = new URL(answer.location!);
@@ -213,6 +222,20 @@ describe.skipIf(!canStartInstances)(`OpenID Connect sign-in ${canStartInstances 
     await admin.unsafe("update auth.users set email_verified_at = now() where id = $1", [created.id]);
     const linked = await fullSignIn("local", login);
     expect(linked.user.id).toBe(created.id);
+  });
+
+  test("AUTH_OIDC_LINK_BY_EMAIL=false: a new identity never joins an existing account", async () => {
+    const address = email("nolink");
+    const firstLogin = account({ email: address, email_verified: true });
+    const first = await fullSignIn("local", firstLogin);
+    const before = await counts();
+    expectError(await signInWith("local", account({ email: address, email_verified: true }), noLinkBase), 409, "PT409");
+    expect(await counts()).toEqual(before);
+    // A known identity still signs in there.
+    const known = await signInWith("local", firstLogin, noLinkBase);
+    expect(known.status).toBe(302);
+    const tokens = await call("/rpc/exchange_auth_code", { base: noLinkBase, body: { auth_code: known.code, code_verifier: known.verifier } });
+    expect(tokens.json.user.id).toBe(first.user.id);
   });
 
   test("an unverified email neither links nor creates an account", async () => {
