@@ -1,6 +1,8 @@
 import * as client from "openid-client";
 import postgres from "postgres";
-import { ApiError } from "../errors";
+import type { ApiConfig } from "../../config";
+import { ApiError, gatewayErrors } from "../errors";
+import type { RateLimiter } from "../rate-limit";
 import type { RedisLink } from "../redis";
 import { isLoopback, type OidcConfig, type OidcProviderConfig } from "./config";
 import { MemoryFlowStore, RedisFlowStore, type FlowStore } from "./flow-store";
@@ -31,6 +33,9 @@ export const oidcErrors = {
 
 interface Deps {
   oidc: OidcConfig;
+  /** RATE_LIMIT_IP_*: each /auth/authorize keeps state for 10 minutes, so it is limited per client address. */
+  rateLimit: ApiConfig["rateLimit"];
+  limiter: RateLimiter;
   sql: postgres.Sql;
   redis?: RedisLink;
   log: (event: Record<string, unknown>) => void;
@@ -48,7 +53,12 @@ export class OidcRoutes {
     this.store = deps.redis ? new RedisFlowStore(deps.redis) : new MemoryFlowStore();
   }
 
-  async authorize(request: Request): Promise<Response> {
+  async authorize(request: Request, clientIp?: string): Promise<Response> {
+    const { ipMax, ipWindowSeconds } = this.deps.rateLimit;
+    if (ipMax > 0 && clientIp) {
+      const decision = await this.deps.limiter.attempt(`ip:oidc:${clientIp}`, ipMax, ipWindowSeconds, true);
+      if (!decision.allowed) throw gatewayErrors.rateLimited(decision.retryAfter, "client address");
+    }
     const params = new URL(request.url).searchParams;
     const provider = this.provider(params.get("provider"));
     const redirectTo = allowedRedirect(params.get("redirect_to"), this.deps.oidc.redirectAllowlist);
