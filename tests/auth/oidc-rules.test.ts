@@ -7,6 +7,7 @@ import { decodeJwt } from "jose";
 import { loadConfig } from "../../api/src/config";
 import { loadOidcConfig, type OidcProviderConfig } from "../../api/src/gateway/oidc/config";
 import { checkEntraClaims, IdentityRefused, identityOf } from "../../api/src/gateway/oidc/identity";
+import { MemoryFlowStore } from "../../api/src/gateway/oidc/flow-store";
 import { allowedRedirect } from "../../api/src/gateway/oidc/routes";
 import { signedInUser } from "../api/helpers";
 
@@ -121,4 +122,19 @@ test("AUTH_OIDC_PROVIDERS: presets, secrets from the environment, every problem 
 test("sign_in's access token says how the session was opened (amr)", async () => {
   const user = await signedInUser();
   expect(decodeJwt(user.access_token).amr).toEqual([{ method: "password", timestamp: expect.any(Number) }]);
+});
+
+test("the in-memory state store hands each state out once, and not after its TTL", async () => {
+  const store = new MemoryFlowStore(2);
+  const pending = { provider: "p", codeVerifier: "v", nonce: "n", redirectTo: "https://a.example/", appCodeChallenge: "c", callbackUrl: "http://x/auth/callback" };
+  await store.put("a", pending, 60);
+  expect(await store.take("a")).toEqual(pending);
+  expect(await store.take("a")).toBeUndefined();
+  await store.put("short", pending, 0.05);
+  await Bun.sleep(80);
+  expect(await store.take("short")).toBeUndefined();
+  // Bounded: the oldest entries make room.
+  for (const key of ["1", "2", "3"]) await store.put(key, pending, 60);
+  expect(await store.take("1")).toBeUndefined();
+  expect(await store.take("3")).toEqual(pending);
 });

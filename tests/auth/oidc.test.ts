@@ -78,7 +78,7 @@ interface Flow {
 }
 
 /** authorize → provider login (as `login`) and consent → the URL the provider sends back to /auth/callback. */
-async function toCallback(provider: string, login: string, redirectTo = APP, apiBase = base): Promise<Flow> {
+async function toCallback(provider: string, login: string, redirectTo = APP, apiBase = base, abort = false): Promise<Flow> {
   const { verifier, challenge } = pkce();
   const query = new URLSearchParams({ provider, redirect_to: redirectTo, code_challenge: challenge, code_challenge_method: "S256" });
   const start = await fetch(`${apiBase}/auth/authorize?${query}`, { redirect: "manual" });
@@ -89,7 +89,9 @@ async function toCallback(provider: string, login: string, redirectTo = APP, api
   let interactions = 0;
   for (let hop = 0; hop < 20; hop++) {
     let response: Response;
-    if (url.pathname.startsWith("/interaction/")) {
+    if (url.pathname.startsWith("/interaction/") && abort) {
+      response = await fetch(`${url.href}/abort`, { redirect: "manual", headers: { cookie: cookies(jar) } });
+    } else if (url.pathname.startsWith("/interaction/")) {
       // devInteractions: first the login, then the consent.
       const form: Record<string, string> = interactions++ === 0 ? { prompt: "login", login, password: "any" } : { prompt: "consent" };
       response = await fetch(url, {
@@ -313,6 +315,31 @@ describe.skipIf(!canStartInstances)(`OpenID Connect sign-in ${canStartInstances 
       op.tamperIdToken = undefined;
     }
     expect(await counts()).toEqual(afterGood);
+  });
+
+  test("the provider's error answer (the user aborted) is a 400 and spends the state", async () => {
+    const before = await counts();
+    const flow = await toCallback("local", account({ email: email("abort"), email_verified: true }), APP, base, true);
+    expect(flow.callbackUrl.searchParams.get("error")).toBe("access_denied");
+    const refused = await getCallback(flow.callbackUrl);
+    expectError(refused, 400, "OIDC005");
+    expect(refused.json.details).toContain("access_denied");
+    expectError(await getCallback(flow.callbackUrl), 400, "OIDC004");
+    expect(await counts()).toEqual(before);
+  });
+
+  test("/auth/authorize is limited per client address (RATE_LIMIT_IP_*)", async () => {
+    const env = { ...testStack().apiEnv!, RATE_LIMIT_IP_MAX: "2", RATE_LIMIT_IP_WINDOW_SECONDS: "60", TRUST_PROXY: "true" };
+    const limited = await startApi(loadConfig(env), env, () => {});
+    try {
+      const address = `203.0.113.${Math.floor(Math.random() * 250) + 1}, 198.51.100.${Math.floor(Math.random() * 250) + 1}`;
+      const headers = { "X-Forwarded-For": address };
+      const statuses = [];
+      for (let i = 0; i < 3; i++) statuses.push((await call("/auth/authorize?provider=nope", { base: limited.url, headers })).status);
+      expect(statuses).toEqual([400, 400, 429]);
+    } finally {
+      await limited.stop();
+    }
   });
 
   test("tampered ID tokens are refused: another key, another audience, expired, another issuer", async () => {
