@@ -1,5 +1,6 @@
 import { availableParallelism } from "node:os";
 import { randomBytes } from "node:crypto";
+import { loadOidcConfig, type OidcConfig } from "./gateway/oidc/config";
 
 /**
  * The API's one configuration object. Parsed and validated once, at start, from the
@@ -69,6 +70,8 @@ export interface ApiConfig {
   upstreamTimeoutMs: number;
   /** Larger request bodies are refused with 413 before they are read into memory. */
   maxBodyBytes: number;
+  /** OpenID Connect sign-in (/auth/authorize, /auth/callback): gateway/oidc/config.ts. */
+  oidc: OidcConfig;
 }
 
 export class ConfigError extends Error {
@@ -183,6 +186,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     backendBatchScheduling: bool("DB_BACKEND_BATCH", true),
     upstreamTimeoutMs: int("UPSTREAM_TIMEOUT_MS", 10_000, 100, 600_000),
     maxBodyBytes: int("MAX_BODY_BYTES", 1_048_576, 1024, 1_073_741_824),
+    oidc: loadOidcConfig(read, bool, problems),
   };
   if (problems.length) throw new ConfigError(problems);
   return config;

@@ -97,6 +97,10 @@ describe("/docs/json", () => {
       const target = ref.replace(/^#\//, "").split("/").reduce<any>((node, part) => node?.[part], doc);
       expect(target).toBeDefined();
     }
+    // OpenID Connect sign-in: the two browser routes, and the exchange answering tokens.
+    expect(doc.paths["/auth/authorize"].get.parameters.map((p: any) => p.name)).toEqual(["provider", "redirect_to", "code_challenge", "code_challenge_method"]);
+    expect(Object.keys(doc.paths["/auth/callback"].get.responses)).toContain("302");
+    expect(doc.paths["/rpc/exchange_auth_code"].post.responses["200"].content["application/json"].schema).toEqual({ $ref: "#/components/schemas/Token" });
     for (const [path, item] of Object.entries<any>(doc.paths)) {
       for (const [method, op] of Object.entries<any>(item)) {
         expect(["get", "post"]).toContain(method);

@@ -16,12 +16,14 @@ if (process.env.DATABASE_URL || process.env.POSTGREST_URL) {
 }
 
 let stack: EmbeddedStack | undefined;
+let devOidc: { stop(): Promise<void>; hint(apiUrl: string): string } | undefined;
 let stopping = false;
 const stop = async (signal: string) => {
   if (stopping) return;
   stopping = true;
   say(`${signal}: stopping the API, Redis and PostgreSQL…`);
   await stack?.stop();
+  await devOidc?.stop();
   say("stopped");
   process.exit(0);
 };
@@ -29,10 +31,19 @@ process.on("SIGINT", () => void stop("SIGINT"));
 process.on("SIGTERM", () => void stop("SIGTERM"));
 
 try {
+  const port = process.env.PORT ? Number(process.env.PORT) : 8000;
+  let env: Record<string, string | undefined> = process.env;
+  if (/^(1|true|yes|on)$/i.test(process.env.AUTH_OIDC_DEV_PROVIDER?.trim() ?? "")) {
+    const { startDevOidc } = await import("./dev-oidc");
+    const started = await startDevOidc(port, process.env, say);
+    devOidc = started;
+    env = started.env;
+  }
   stack = await startEmbeddedStack({
     dataDir: resolve(ROOT, ".data"),
-    port: process.env.PORT ? Number(process.env.PORT) : 8000,
+    port,
     log: say,
+    env,
   });
 } catch (error) {
   // One message naming the cause and the fix (EmbeddedPostgresError and ConfigError carry both).
@@ -60,5 +71,5 @@ console.log(`
 
   Try:  curl -s ${stack.apiUrl}/rpc/sign_up -H 'Content-Type: application/json' \\
           -d '{"email":"ada@example.com","password":"correct horse","first_name":"Ada","last_name":"Lovelace"}'
-  Ctrl-C stops everything.
+${devOidc ? devOidc.hint(stack.apiUrl) : ""}  Ctrl-C stops everything.
 `);

@@ -11,6 +11,7 @@ import { docsAsset, docsPage, DOCS_ASSET_PREFIX } from "./docs";
 import { ApiError, gatewayErrors } from "./errors";
 import { healthReport } from "./health";
 import { JwtService } from "./jwt";
+import { OidcRoutes } from "./oidc/routes";
 import { buildOpenApi } from "./openapi";
 import { FallbackRateLimiter, MemoryRateLimiter, RedisRateLimiter, type RateLimiter } from "./rate-limit";
 import { connectRedis, type RedisLink } from "./redis";
@@ -114,6 +115,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   const catalogReady = catalog.start();
   const rpc = new RpcHandler({ config, jwt, sessions, upstream, hashingUpstream, cache, limiter, admission, catalog, log });
   const cors = new Cors(config.corsOrigins);
+  const oidc = new OidcRoutes({ oidc: config.oidc, rateLimit: config.rateLimit, limiter, sql, redis, log });
   const notesOf = new WeakMap<Request, RequestNotes>();
 
   const app = new Elysia()
@@ -141,6 +143,8 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
       return Response.json(buildOpenApi(catalog.all(), { defaultSchema: config.schemas[0]!, version: options.version ?? "0.1.0" }));
     })
     .get(`${DOCS_ASSET_PREFIX}:file`, ({ params, request }) => docsAsset(params.file) ?? gatewayErrors.notFound(new URL(request.url).pathname).toResponse())
+    .get("/auth/authorize", ({ request }) => oidc.authorize(request, notesOf.get(request)?.clientIp?.()))
+    .get("/auth/callback", ({ request }) => oidc.callback(request))
     // The target is resolved from the raw path by rpc.handle (resolve.ts), not from Elysia's params.
     .all("/rpc/:fn", ({ request }) => rpc.handle(request, notesOf.get(request) ?? {}), { parse: "none" })
     .all("/:relation", ({ request }) => rpc.handle(request, notesOf.get(request) ?? {}), { parse: "none" });

@@ -51,7 +51,7 @@ const TOKEN_SCHEMA = {
   description: "A session: a short-lived access token (JWT) and a refresh token for issue_token.",
   required: ["access_token", "token_type", "expires_in", "refresh_token", "refresh_expires_at", "user"],
   properties: {
-    access_token: { type: "string", description: "HS256 JWT: sub, role, sid, email, iat, exp, aud" },
+    access_token: { type: "string", description: "HS256 JWT: sub, role, sid, email, iat, exp, aud; amr (how the session was opened) from sign_in and exchange_auth_code" },
     token_type: { type: "string", enum: ["bearer"] },
     expires_in: { type: "integer", description: "seconds" },
     refresh_token: { type: "string" },
@@ -73,7 +73,7 @@ const USER_SCHEMA = {
 };
 
 /** Functions whose answer the gateway rewrites into the token shape. */
-const TOKEN_FUNCTIONS = new Set(["sign_in", "issue_token"]);
+const TOKEN_FUNCTIONS = new Set(["sign_in", "issue_token", "exchange_auth_code"]);
 const RATE_LIMITED = new Set(["sign_in", "sign_up", "add_member"]);
 
 const errorResponse = (description: string) => ({
@@ -136,6 +136,53 @@ function operation(fn: CatalogFunction, method: "get" | "post", defaultSchema: s
   };
 }
 
+const query = (name: string, description: string, required = true, schema: Schema = { type: "string" }) => ({ name, in: "query", required, description, schema });
+
+/** OpenID Connect sign-in (gateway/oidc/routes.ts): browser redirects, not JSON calls. */
+const OIDC_PATHS: Record<string, Record<string, unknown>> = {
+  "/auth/authorize": {
+    get: {
+      operationId: "auth_authorize",
+      tags: ["auth"],
+      summary: "Start an OpenID Connect sign-in (authorization code flow with PKCE): 302 to the provider.",
+      description:
+        "Open in the browser. The app keeps a PKCE verifier and sends its S256 challenge; after the provider's sign-in, /auth/callback " +
+        "redirects to redirect_to with `code`, which the app exchanges once, within 60 seconds, with POST /rpc/exchange_auth_code and the verifier.",
+      security: [{}],
+      parameters: [
+        query("provider", "A provider name of AUTH_OIDC_PROVIDERS."),
+        query("redirect_to", "Where the browser is sent with the one-time code; must match AUTH_REDIRECT_ALLOWLIST."),
+        query("code_challenge", "base64url(sha256(code_verifier)), 43 characters."),
+        query("code_challenge_method", "Only S256.", true, { type: "string", enum: ["S256"] }),
+      ],
+      responses: {
+        "302": { description: "To the provider's authorization endpoint (Location)." },
+        "400": errorResponse("Unknown provider (OIDC001), redirect_to off the allowlist (OIDC002) or no S256 challenge (OIDC003)."),
+        "503": errorResponse("The provider's discovery document could not be read."),
+      },
+    },
+  },
+  "/auth/callback": {
+    get: {
+      operationId: "auth_callback",
+      tags: ["auth"],
+      summary: "The redirect_uri registered with the providers: verifies the answer, then 302 to redirect_to?code=<one-time code>.",
+      description:
+        "openid-client verifies state, the code exchange (with PKCE), and the ID token: issuer, audience, signature against the provider's JWKS, nonce and expiry. " +
+        "The identity then signs in, links to the account with the same verified email, or creates one.",
+      security: [{}],
+      parameters: [query("code", "From the provider."), query("state", "From the provider."), query("iss", "From the provider.", false)],
+      responses: {
+        "302": { description: "To redirect_to with `code` (single use, 60 seconds) for /rpc/exchange_auth_code." },
+        "400": errorResponse("Missing, unknown or spent state (OIDC004), or the provider reported an error (OIDC005)."),
+        "401": errorResponse("The provider's answer or ID token could not be verified (OIDC006)."),
+        "403": errorResponse("Tenant not allowed (OIDC007) or no verified email for a new identity (PT403)."),
+        "409": errorResponse("An account with this email exists but cannot be linked (PT409)."),
+      },
+    },
+  },
+};
+
 /** The OpenAPI 3 document for every exposed function, from the live catalogue. */
 export function buildOpenApi(functions: CatalogFunction[], options: { defaultSchema: string; version: string }): Schema {
   const paths: Record<string, Record<string, unknown>> = {
@@ -151,6 +198,7 @@ export function buildOpenApi(functions: CatalogFunction[], options: { defaultSch
       },
     },
   };
+  Object.assign(paths, OIDC_PATHS);
   for (const fn of functions) {
     const path = `/rpc/${fn.name}`;
     // One path per name: overloads and same-named functions of other schemas share it.

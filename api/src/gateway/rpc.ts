@@ -39,7 +39,7 @@ const ANSWER_HEADERS = ["accept", "prefer", "range", "range-unit"];
 const AUTH_SCHEMA = "api";
 const BCRYPT_FUNCTIONS = new Set(["sign_in", "sign_up"]);
 /** The auth functions that change state: never callable with GET or HEAD, whatever the catalogue says. */
-const POST_ONLY = new Set(["sign_in", "sign_up", "issue_token", "revoke_token", "revoke_all_tokens"]);
+const POST_ONLY = new Set(["sign_in", "sign_up", "issue_token", "revoke_token", "revoke_all_tokens", "exchange_auth_code", "unlink_identity"]);
 
 /**
  * `/rpc/<fn>` and relation reads: verifies the caller's token and session, applies the
@@ -216,7 +216,11 @@ export class RpcHandler {
         if (response.status === 401 && key && this.deps.config.rateLimit.emailMax > 0) {
           await this.deps.limiter.record(key, this.deps.config.rateLimit.emailWindowSeconds);
         }
-        return ok ? this.tokenResponse(response) : undefined;
+        return ok ? this.tokenResponse(response, { method: "password" }) : undefined;
+      }
+      case "exchange_auth_code": {
+        const provider = ok ? (response.data as { provider?: unknown } | null)?.provider : undefined;
+        return ok ? this.tokenResponse(response, { method: "oidc", ...(typeof provider === "string" ? { provider } : {}) }) : undefined;
       }
       case "issue_token": {
         if (ok) return this.tokenResponse(response);
@@ -239,8 +243,8 @@ export class RpcHandler {
     }
   }
 
-  /** sign_in / issue_token: the session from SQL becomes an access token plus the refresh token. */
-  private async tokenResponse(response: UpstreamResponse): Promise<Response> {
+  /** sign_in / exchange_auth_code / issue_token: the session from SQL becomes an access token plus the refresh token. */
+  private async tokenResponse(response: UpstreamResponse, amr?: { method: string; provider?: string }): Promise<Response> {
     const session = response.data as {
       user?: { id?: string; email?: string };
       session_id?: string;
@@ -251,7 +255,7 @@ export class RpcHandler {
       this.deps.log({ event: "unexpected_session_shape", status: response.status });
       throw gatewayErrors.internal();
     }
-    const { token, expiresIn } = await this.deps.jwt.mintAccessToken({ id: session.user.id, email: session.user.email }, session.session_id);
+    const { token, expiresIn } = await this.deps.jwt.mintAccessToken({ id: session.user.id, email: session.user.email }, session.session_id, amr);
     this.deps.sessions.markActive(session.session_id, session.user.id);
     const body = JSON.stringify({
       access_token: token,
