@@ -260,7 +260,7 @@ test("a database that goes away mid-run is 503 (PGRST000) until it is back, then
         expect(res.status).toBe(503);
         expect(json).toMatchObject({ code: "PGRST000", message: "Database connection error. Retrying the connection." });
         // The engine's own words at most, never the driver's (addresses, ports, socket paths).
-        expect([null, "timed out connecting to the database"]).toContain(json.details);
+        expect([null, "timed out connecting to the database"]).toContain((json as { details: string | null }).details);
       }
       await proxy.up();
       let status = 0;
