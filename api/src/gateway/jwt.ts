@@ -151,9 +151,9 @@ export class JwtService {
   }
 
   /** An access token for a session that sign_in or issue_token just opened or rotated. */
-  async mintAccessToken(user: { id: string; email: string }, sessionId: string): Promise<{ token: string; expiresIn: number }> {
+  async mintAccessToken(user: { id: string; email: string; emailVerified?: boolean }, sessionId: string): Promise<{ token: string; expiresIn: number }> {
     const now = Math.floor(Date.now() / 1000);
-    const jwt = new SignJWT({ role: "authenticated", sid: sessionId, email: user.email })
+    const jwt = new SignJWT({ role: "authenticated", sid: sessionId, email: user.email, email_verified: user.emailVerified === true })
       .setProtectedHeader({ alg: "HS256", typ: "JWT" })
       .setSubject(user.id)
       .setIssuedAt(now)
