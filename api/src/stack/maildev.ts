@@ -11,6 +11,10 @@ export interface RunningMailDev {
   /** The inbox in a browser; its REST API is under /api (GET /api/email). */
   webUrl: string;
   webPort: number;
+  /** Stops the servers but keeps the mails and the ports' configuration (an SMTP outage, in tests). */
+  pause(): Promise<void>;
+  /** Starts them again on the same ports. */
+  resume(): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -30,14 +34,15 @@ export async function startMailDev(options: MailDevOptions = {}): Promise<Runnin
   const smtpPort = options.smtpPort || (await freePort());
   const webPort = options.webPort || (await freePort());
   const ownDirectory = options.mailDirectory ? undefined : mkdtempSync(join(tmpdir(), "maildev-"));
-  const maildev = new MailDev({
+  const config = {
     smtp: smtpPort,
     ip: "127.0.0.1",
     web: webPort,
     webIp: "127.0.0.1",
     silent: true,
     mailDirectory: options.mailDirectory ?? ownDirectory,
-  });
+  };
+  let maildev: MailDev | undefined = new MailDev(config);
   await maildev.start();
   let stopped = false;
   return {
@@ -45,10 +50,20 @@ export async function startMailDev(options: MailDevOptions = {}): Promise<Runnin
     smtpPort,
     webUrl: `http://127.0.0.1:${webPort}`,
     webPort,
+    async pause() {
+      await maildev?.stop();
+      maildev = undefined;
+    },
+    async resume() {
+      if (maildev || stopped) return;
+      maildev = new MailDev(config);
+      await maildev.start();
+    },
     async stop() {
       if (stopped) return;
       stopped = true;
-      await maildev.stop();
+      await maildev?.stop();
+      maildev = undefined;
       if (ownDirectory) rmSync(ownDirectory, { recursive: true, force: true });
     },
   };
