@@ -60,6 +60,6 @@ console.log(`
   JWT secret   ${stack.jwtSecretGenerated ? "generated for this run (set PGRST_JWT_SECRET to keep tokens across restarts)" : "from PGRST_JWT_SECRET"}
 
   Try:  curl -s ${stack.apiUrl}/rpc/sign_up -H 'Content-Type: application/json' \\
-          -d '{"email":"ada@example.com","password":"correct horse","first_name":"Ada","last_name":"Lovelace"}'
+          -d '{"email":"ada@example.com","password":"analytical engine 1843","first_name":"Ada","last_name":"Lovelace"}'
   Ctrl-C stops everything.
 `);
