@@ -166,3 +166,17 @@ describe("refresh retry grace (REFRESH_REUSE_GRACE_SECONDS, 10)", () => {
     expect(plain[0]!.n).toBe(0);
   });
 });
+
+describe("my_sessions is never cached", () => {
+  test("a revocation shows at once in the next GET", async () => {
+    const user = newUser();
+    await signUp(user);
+    const a = await signIn(user);
+    const b = await signIn(user);
+    const before = await call("/rpc/my_sessions", { token: a.access_token });
+    expect(before.json).toHaveLength(2);
+    expect(before.headers.get("x-cache")).toBeNull();
+    expect((await call("/rpc/revoke_session", { token: a.access_token, body: { session_id: sidOf(b.access_token) } })).status).toBe(200);
+    expect((await call("/rpc/my_sessions", { token: a.access_token })).json).toHaveLength(1);
+  });
+});

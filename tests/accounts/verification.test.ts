@@ -124,3 +124,26 @@ describe("password policy (gateway, zxcvbn, offline)", () => {
     expect(weakReset.json.message).toBe("password is too weak");
   });
 });
+
+describe("bad input", () => {
+  test("verify_email: malformed, overlong, unknown, reset-purpose tokens are one 400 that writes nothing", async () => {
+    const before = (await sql`select count(*)::int as n from auth.account_events`)[0]!.n;
+    for (const token of [null, "", "short", "a".repeat(43), "b".repeat(101), "c".repeat(10_000), 7, ["x"]]) {
+      const result = await call("/rpc/verify_email", { body: { token } });
+      expect(result.status).toBe(400);
+      expect(Object.keys(result.json).sort()).toEqual(["code", "details", "hint", "message"]);
+    }
+    expect((await sql`select count(*)::int as n from auth.account_events`)[0]!.n).toBe(before);
+  });
+
+  test("change_password: an overlong new password is a 400 and the password stays", async () => {
+    const user = newUser();
+    await signUp(user);
+    const tokens = await signIn(user);
+    const [hash] = await sql`select password_hash from auth.users where email = ${user.email}`;
+    const result = await call("/rpc/change_password", { token: tokens.access_token, body: { current_password: user.password, new_password: `${STRONG()}${"é".repeat(40)}` } });
+    expect(result.status).toBe(400);
+    expect(result.json.message).toBe("password is too long");
+    expect((await sql`select password_hash from auth.users where email = ${user.email}`)[0]).toEqual(hash);
+  });
+});
