@@ -4,7 +4,8 @@
 -- the rest of the auth; the design in one place:
 --
 -- * One-time tokens (auth.one_time_tokens): 256 random bits, returned once (in the mail the
---   outbox holds until it is sent), stored as their sha256 digest, expiring (verification
+--   outbox holds until it is sent; for a mail asked for by address, issued when the mailer
+--   claims it, so the request does the same work whether the address has an account), stored as their sha256 digest, expiring (verification
 --   24 h, reset 30 min), single-use (used_at). A new token of a purpose replaces the unused
 --   ones of that purpose. Malformed, unknown, expired, used and foreign tokens all get the
 --   same 400 and write nothing.
@@ -338,16 +339,50 @@ create schema mail;
 
 -- Up to `batch` due mails, leased for `lease`: pending ones whose time has come, and sending
 -- ones whose lease ran out (their mailer died). Each claim counts an attempt.
+-- A reset or verification mail asked for by address (request_password_reset,
+-- resend_verification) is resolved here, not in the request: its account is looked up and its
+-- token issued at the first claim, and a mail for no (unverified) account is deleted unsent. So
+-- the request does the same work for every address.
 create function mail.claim(batch int, lease interval)
 returns table (id bigint, message_id text, recipient text, template text, params jsonb, attempts int)
-language sql volatile security definer set search_path = '' as $$
-  update auth.mail_outbox m
-     set status = 'sending', attempts = m.attempts + 1, lease_until = now() + lease
-   where m.id in (select o.id from auth.mail_outbox o
-                   where (o.status = 'pending' and o.next_attempt_at <= now())
-                      or (o.status = 'sending' and o.lease_until <= now())
-                   order by o.id limit batch for update skip locked)
-  returning m.id, m.message_id, m.recipient, m.template, m.params, m.attempts
+language plpgsql volatile security definer set search_path = '' as $$
+#variable_conflict use_column
+declare
+  claimed auth.mail_outbox;
+  account auth.users;
+begin
+  for claimed in
+    update auth.mail_outbox m
+       set status = 'sending', attempts = m.attempts + 1, lease_until = now() + lease
+     where m.id in (select o.id from auth.mail_outbox o
+                     where (o.status = 'pending' and o.next_attempt_at <= now())
+                        or (o.status = 'sending' and o.lease_until <= now())
+                     order by o.id limit batch for update skip locked)
+    returning m.*
+  loop
+    if claimed.template in ('reset_password', 'verify_email') and not (claimed.params ? 'token') then
+      account := null;
+      select u.* into account from auth.users u
+       where u.email = claimed.recipient and (claimed.template = 'reset_password' or u.email_verified_at is null);
+      if account.id is null then
+        delete from auth.mail_outbox d where d.id = claimed.id;
+        continue;
+      end if;
+      claimed.params := jsonb_build_object('first_name', account.first_name, 'token',
+        case when claimed.template = 'reset_password'
+             then auth.issue_one_time_token(account.id, 'reset_password', account.email, interval '30 minutes')
+             else auth.issue_one_time_token(account.id, 'verify_email', account.email, interval '24 hours') end);
+      update auth.mail_outbox t set params = claimed.params where t.id = claimed.id;
+    end if;
+    id := claimed.id;
+    message_id := claimed.message_id;
+    recipient := claimed.recipient;
+    template := claimed.template;
+    params := claimed.params;
+    attempts := claimed.attempts;
+    return next;
+  end loop;
+end
 $$;
 
 -- Sent: only by the claim that holds the row (same attempt); true when this call marked it.
@@ -594,18 +629,16 @@ create function api.resend_verification(email text) returns json
 language plpgsql volatile security definer set search_path = '' as $$
 declare
   normalized text := auth.email_or_null(email);
-  found_user auth.users;
 begin
   if email is null or length(email) > 254 then
     raise exception using errcode = '22023', message = 'email is not a valid address',
       hint = 'Use an address like name@example.com of at most 254 characters.';
   end if;
   perform auth.throttle_mail_request('verify', email);
+  -- The same for every address: whether it belongs to an unverified account is decided when
+  -- the mailer claims the mail (mail.claim), which then issues the token.
   if normalized is not null then
-    select * into found_user from auth.users u where u.email = normalized and u.email_verified_at is null;
-    if found_user.id is not null then
-      perform auth.send_verification(found_user);
-    end if;
+    perform auth.enqueue_mail(normalized, 'verify_email', '{}');
   end if;
   return json_build_object('message', 'If this address belongs to an account that is not verified yet, a verification mail is on its way.');
 end
@@ -615,23 +648,16 @@ create function api.request_password_reset(email text) returns json
 language plpgsql volatile security definer set search_path = '' as $$
 declare
   normalized text := auth.email_or_null(email);
-  found_user auth.users;
 begin
   if email is null or length(email) > 254 then
     raise exception using errcode = '22023', message = 'email is not a valid address',
       hint = 'Use an address like name@example.com of at most 254 characters.';
   end if;
   perform auth.throttle_mail_request('reset', email);
+  -- The same work for every address: whether it belongs to an account is decided when the
+  -- mailer claims the mail (mail.claim), which then issues the token or drops the mail.
   if normalized is not null then
-    select * into found_user from auth.users u where u.email = normalized;
-  end if;
-  if found_user.id is not null then
-    perform auth.enqueue_mail(found_user.email, 'reset_password', json_build_object(
-      'first_name', found_user.first_name,
-      'token', auth.issue_one_time_token(found_user.id, 'reset_password', found_user.email, interval '30 minutes'))::jsonb);
-  else
-    -- About the same work as the branch above, so the answer's timing says little.
-    perform auth.token_digest(auth.random_token()) from auth.users u where u.email = normalized;
+    perform auth.enqueue_mail(normalized, 'reset_password', '{}');
   end if;
   return json_build_object('message', 'If this address belongs to an account, a mail with a reset link is on its way.');
 end
