@@ -57,6 +57,18 @@ describe("password reset", () => {
     expect(rows.map((r) => [r.status, r.params])).toEqual([["sent", {}]]);
   });
 
+  test("an unknown address gets no mail, and the outbox keeps nothing of it", async () => {
+    const unknown = newUser();
+    const known = newUser();
+    await signUp(known);
+    expect((await requestReset(unknown.email)).status).toBe(200);
+    expect((await requestReset(known.email)).status).toBe(200);
+    // the known address's mail is claimed after the unknown one's (outbox order)
+    await waitForMails(known.email, /Reset your password/);
+    expect(await mailsTo(unknown.email)).toEqual([]);
+    expect((await sql`select id from auth.mail_outbox where recipient = ${unknown.email}`).length).toBe(0);
+  });
+
   test("an expired token is refused and nothing is written", async () => {
     const user = newUser();
     await signUp(user);

@@ -1,6 +1,6 @@
 // Email verification and the password change, over HTTP with the real mail catcher.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { adminSql, call, linkToken, newUser, signIn, signUp, STRONG, waitForMails, type Sql } from "./support";
+import { adminSql, call, linkToken, mailsTo, newUser, signIn, signUp, STRONG, waitForMails, type Sql } from "./support";
 
 let sql: Sql;
 beforeAll(() => {
@@ -33,6 +33,12 @@ describe("email verification", () => {
     const again = await call("/rpc/verify_email", { body: { token } });
     expect(again.status).toBe(400);
     expect(again.json.message).toBe("invalid or expired token");
+
+    // a verified account is sent no further verification mail
+    expect((await call("/rpc/resend_verification", { body: { email: user.email } })).status).toBe(200);
+    await Bun.sleep(500);
+    expect((await mailsTo(user.email)).filter((m) => /Confirm your email/.test(m.subject))).toHaveLength(1);
+    expect((await sql`select id from auth.mail_outbox where recipient = ${user.email} and status <> 'sent'`).length).toBe(0);
   });
 
   test("resend_verification answers the same for any address, mails only unverified accounts, and is throttled", async () => {
