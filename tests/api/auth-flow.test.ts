@@ -3,7 +3,7 @@
 import { describe, expect, test } from "bun:test";
 import { decodeJwt } from "jose";
 import { testStack } from "../support/stack";
-import { call, newUser, signedInUser, signIn, signUp } from "./helpers";
+import { call, newUser, pastRefreshGrace, signedInUser, signIn, signUp } from "./helpers";
 
 const REVOKED = {
   code: "PGRST303",
@@ -42,7 +42,8 @@ describe("the whole flow", () => {
     expect(decodeJwt(second.access_token).sid).toBe(claims.sid);
     expect((await call("/rpc/me", { token: second.access_token })).status).toBe(200);
 
-    // The retired refresh token again: somebody else holds the family → the session is revoked.
+    // The retired refresh token again, after the retry grace: somebody else holds the family → the session is revoked.
+    await pastRefreshGrace(first.refresh_token);
     const reuse = await call("/rpc/issue_token", { body: { refresh_token: first.refresh_token } });
     expect(reuse.status).toBe(401);
     expect(reuse.json).toMatchObject({

@@ -145,3 +145,17 @@ export async function spawnApi(env: Record<string, string>): Promise<SpawnedApi>
 export function pgrstError(code: string, message: string, details: string | null = null, hint: string | null = null) {
   return { code, details, hint, message };
 }
+
+/**
+ * Moves the retirement of a rotated refresh token past the retry grace (REFRESH_REUSE_GRACE_SECONDS),
+ * so presenting it again is reuse: the clock moved in SQL, not by sleeping.
+ */
+export async function pastRefreshGrace(refreshToken: string): Promise<void> {
+  const { default: postgres } = await import("postgres");
+  const sql = postgres(testStack().databaseUrl, { max: 1, onnotice: () => {} });
+  try {
+    await sql`update auth.refresh_tokens set retired_at = retired_at - interval '1 hour' where token_hash = auth.token_digest(${refreshToken})`;
+  } finally {
+    await sql.end();
+  }
+}

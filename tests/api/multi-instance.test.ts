@@ -2,7 +2,7 @@
 // one is honoured by the other within a second, although the access token has not expired.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { testStack } from "../support/stack";
-import { call, newUser, signIn, signUp, spawnApi, type SpawnedApi } from "./helpers";
+import { call, newUser, pastRefreshGrace, signIn, signUp, spawnApi, type SpawnedApi } from "./helpers";
 
 const env = testStack().apiEnv;
 let first: SpawnedApi;
@@ -56,6 +56,7 @@ describe.skipIf(!env)("two API processes [spawns its own API processes: not with
     const rotated = await call("/rpc/issue_token", { base: first.url, body: { refresh_token: signedIn.refresh_token } });
     const token = rotated.json.access_token as string;
     expect((await call("/rpc/me", { base: second.url, token })).status).toBe(200);
+    await pastRefreshGrace(signedIn.refresh_token);
     const reuse = await call("/rpc/issue_token", { base: second.url, body: { refresh_token: signedIn.refresh_token } });
     expect(reuse.status).toBe(401);
     const started = performance.now();

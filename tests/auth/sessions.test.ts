@@ -22,9 +22,10 @@ describe("sign_in", () => {
     const s = result.value!;
     expect(s.user.email).toBe(email);
     expect(s.refresh_token).toMatch(/^[A-Za-z0-9_-]{43}$/); // 256 bits, base64url
+    // the inactivity timeout (14 days by default) comes before the absolute lifetime (60 days)
     const expiresInDays = (Date.parse(s.refresh_expires_at) - Date.now()) / 86_400_000;
-    expect(expiresInDays).toBeGreaterThan(59.9);
-    expect(expiresInDays).toBeLessThanOrEqual(60);
+    expect(expiresInDays).toBeGreaterThan(13.9);
+    expect(expiresInDays).toBeLessThanOrEqual(14);
     const [user] = await sql`select last_login_at from auth.users where email = ${email}`;
     expect(user!.last_login_at).not.toBeNull();
     expect((await sessionOf(s.session_id)).revoked_at).toBeNull();
@@ -94,6 +95,8 @@ describe("refresh tokens", () => {
     expect((await validate(first.refresh_token)).active).toBe(false);
     expect((await validate(second.value!.refresh_token)).active).toBe(true);
 
+    // past the refresh retry grace (REFRESH_REUSE_GRACE_SECONDS): the clock moved in SQL
+    await sql`update auth.refresh_tokens set retired_at = retired_at - interval '1 minute' where token_hash = auth.token_digest(${first.refresh_token})`;
     const reuse = await issueToken(sql, first.refresh_token);
     expect(reuse.error).toBeUndefined(); // committed on purpose: the revocation must persist
     expect(reuse.responseStatus).toBe("401");

@@ -15,8 +15,8 @@ describe("sign_up", () => {
     const result = await call(`  ${email.toUpperCase()} `, "correct horse battery", " Ada ", "Lovelace");
     expect(result.error).toBeUndefined();
     const user = result.value![0]!.u;
-    expect(Object.keys(user).sort()).toEqual(["created_at", "email", "first_name", "id", "last_login_at", "last_name"]);
-    expect(user).toMatchObject({ email, first_name: "Ada", last_name: "Lovelace", last_login_at: null });
+    expect(Object.keys(user).sort()).toEqual(["created_at", "email", "email_verified_at", "first_name", "id", "last_login_at", "last_name"]);
+    expect(user).toMatchObject({ email, first_name: "Ada", last_name: "Lovelace", last_login_at: null, email_verified_at: null });
     const [row] = await sql`select password_hash from auth.users where id = ${user.id}`;
     const cost = (await sql`select auth.bcrypt_cost() as cost`)[0]!.cost;
     expect(row!.password_hash.startsWith(`$2a$${String(cost).padStart(2, "0")}$`)).toBe(true);

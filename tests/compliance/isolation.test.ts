@@ -133,6 +133,6 @@ describe("tenant isolation", () => {
              has_function_privilege('anon', p.oid, 'execute') as anon
         from pg_proc p where p.pronamespace in ('api'::regnamespace, 'compliance'::regnamespace)`;
     expect(rows.filter((r) => r.public).map((r) => r.fn)).toEqual([]);
-    expect(rows.filter((r) => r.anon && !/sign_up|sign_in|issue_token|validate_token|revoke_token\(|exchange_auth_code\(/.test(r.fn)).map((r) => r.fn)).toEqual([]);
+    expect(rows.filter((r) => r.anon && !/sign_up|sign_in|issue_token|validate_token|revoke_token\(|exchange_auth_code\(|verify_email|resend_verification|request_password_reset|reset_password/.test(r.fn)).map((r) => r.fn)).toEqual([]);
   });
 });

@@ -86,8 +86,8 @@ describe("docker-compose.yml: a valid Compose file", () => {
 });
 
 describe("docker-compose.yml: services, images, start order", () => {
-  test("has db, redis, migrate, postgrest and api; every long-running one has a healthcheck", () => {
-    expect(Object.keys(services).sort()).toEqual(["api", "db", "migrate", "postgrest", "redis"]);
+  test("has db, redis, migrate, postgrest, api, mailer and (profile dev) maildev; every long-running one has a healthcheck", () => {
+    expect(Object.keys(services).sort()).toEqual(["api", "db", "maildev", "mailer", "migrate", "postgrest", "redis"]);
     for (const name of ["db", "redis", "postgrest", "api"]) {
       expect(services[name]!.healthcheck?.test, `${name} healthcheck`).toBeDefined();
     }

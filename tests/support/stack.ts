@@ -4,6 +4,8 @@ import { withSocketDir } from "../../api/src/db/connection";
 import { authenticatorUrl, dbmate, setAuthenticatorPassword } from "../../api/src/stack/migrate";
 import { startRedisServer, type RunningRedis } from "../../api/src/stack/redis-server";
 import postgres from "postgres";
+import { startMailDev, type RunningMailDev } from "../../api/src/stack/maildev";
+import { Mailer } from "../../api/src/mail/mailer";
 
 /** Cheap bcrypt in tests; one test proves the production default is 12. */
 export const TEST_BCRYPT_COST = 4;
@@ -28,6 +30,12 @@ export interface TestStack {
   jwtAudience?: string;
   /** Environment to start further API instances on the same database and Redis (undefined with API_URL). */
   apiEnv?: Record<string, string>;
+  /** The mail catcher the mailer sends to (its REST API: GET `${maildev.webUrl}/api/email`). */
+  maildev: RunningMailDev;
+  /** The mailer of this run (tests stop and start it). */
+  mailer: Mailer;
+  /** The link base in the mails. */
+  publicAppUrl: string;
   stop(): Promise<void>;
 }
 
@@ -45,6 +53,9 @@ export async function startTestStack(): Promise<TestStack> {
   requireExternalSecrets(externalDb);
   const pg = externalDb ? undefined : await startEmbeddedPostgres({ database: "autoaudit_test" });
   let redis: RunningRedis | undefined;
+  let maildev: RunningMailDev | undefined;
+  let mailer: Mailer | undefined;
+  let mailerSql: postgres.Sql | undefined;
   try {
     const databaseUrl = externalDb ?? pg!.url;
     const password = process.env.AUTHENTICATOR_PASSWORD ?? randomBytes(24).toString("base64url");
@@ -63,6 +74,19 @@ export async function startTestStack(): Promise<TestStack> {
     // Like `bun run dev`: the embedded server is reached through its Unix socket.
     const appUrl = pg ? withSocketDir(authenticatorUrl(databaseUrl, password), pg.dataDir) : authenticatorUrl(databaseUrl, password);
     const redisUrl = externalRedis ?? redis!.url;
+
+    // The real mail path: outbox → mailer → SMTP → MailDev, with short backoffs.
+    maildev = await startMailDev();
+    const publicAppUrl = "http://app.autoaudit.test";
+    mailerSql = postgres(databaseUrl, { max: 2, onnotice: () => {}, connection: { role: "mailer" } });
+    mailer = new Mailer({
+      sql: mailerSql, smtpUrl: maildev.smtpUrl, from: "AutoAudit <no-reply@autoaudit.test>", publicAppUrl,
+      pollMs: 100, leaseMs: 5000, retryBaseMs: 100, retryMaxMs: 500, smtpTimeoutMs: 2000,
+    });
+    await mailer.start();
+    const startedMaildev = maildev;
+    const startedMailer = mailer;
+    const startedMailerSql = mailerSql;
     const api = await startTestApi(appUrl, redisUrl);
     const startedRedis = redis;
 
@@ -77,8 +101,14 @@ export async function startTestStack(): Promise<TestStack> {
       jwtSecret: api.jwtSecret,
       jwtAudience: api.jwtAudience,
       apiEnv: api.env,
+      maildev: startedMaildev,
+      mailer: startedMailer,
+      publicAppUrl,
       async stop() {
         await api.stop();
+        await startedMailer.stop();
+        await startedMailerSql.end({ timeout: 5 });
+        await startedMaildev.stop();
         await startedRedis?.stop();
         await pg?.stop();
         current = undefined;
@@ -87,6 +117,9 @@ export async function startTestStack(): Promise<TestStack> {
     return current;
   } catch (error) {
     // Whatever started is stopped again, so a failed start leaves no server behind.
+    await mailer?.stop().catch(() => {});
+    await mailerSql?.end().catch(() => {});
+    await maildev?.stop().catch(() => {});
     await redis?.stop().catch(() => {});
     await pg?.stop().catch(() => {});
     throw error;

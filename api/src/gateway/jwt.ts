@@ -153,12 +153,12 @@ export class JwtService {
   /** An access token for a session that sign_in or issue_token just opened or rotated. */
   /** `amr` (RFC 8176 style, as Supabase writes it): how the session was opened, when given. */
   async mintAccessToken(
-    user: { id: string; email: string },
+    user: { id: string; email: string; emailVerified?: boolean },
     sessionId: string,
     amr?: { method: string; provider?: string },
   ): Promise<{ token: string; expiresIn: number }> {
     const now = Math.floor(Date.now() / 1000);
-    const claims: Record<string, unknown> = { role: "authenticated", sid: sessionId, email: user.email };
+    const claims: Record<string, unknown> = { role: "authenticated", sid: sessionId, email: user.email, email_verified: user.emailVerified === true };
     if (amr) claims.amr = [{ ...amr, timestamp: now }];
     const jwt = new SignJWT(claims)
       .setProtectedHeader({ alg: "HS256", typ: "JWT" })

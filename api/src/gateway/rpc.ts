@@ -9,6 +9,7 @@ import { gatewayErrors } from "./errors";
 import type { JwtService, VerifiedToken } from "./jwt";
 import type { RateLimiter } from "./rate-limit";
 import type { SessionGuard } from "./sessions";
+import { checkNewPassword } from "./password-policy";
 import { toResponse, UpstreamFailure, type Upstream, type UpstreamRequest, type UpstreamResponse } from "./upstream";
 
 /** What the request envelope learns while handling one request (for the log line). */
@@ -37,9 +38,13 @@ const REPLAYED_HEADERS = ["content-type", "content-range", "preference-applied"]
 /** The request headers the upstream is sent that shape a read's answer (see FORWARDED_HEADERS). */
 const ANSWER_HEADERS = ["accept", "prefer", "range", "range-unit"];
 const AUTH_SCHEMA = "api";
-const BCRYPT_FUNCTIONS = new Set(["sign_in", "sign_up"]);
+const BCRYPT_FUNCTIONS = new Set(["sign_in", "sign_up", "reset_password", "change_password"]);
 /** The auth functions that change state: never callable with GET or HEAD, whatever the catalogue says. */
-const POST_ONLY = new Set(["sign_in", "sign_up", "issue_token", "revoke_token", "revoke_all_tokens", "exchange_auth_code", "unlink_identity"]);
+const POST_ONLY = new Set([
+  "sign_in", "sign_up", "issue_token", "revoke_token", "revoke_all_tokens",
+  "verify_email", "resend_verification", "request_password_reset", "reset_password", "change_password",
+  "revoke_session", "revoke_other_sessions", "exchange_auth_code", "unlink_identity",
+]);
 
 /**
  * `/rpc/<fn>` and relation reads: verifies the caller's token and session, applies the
@@ -84,6 +89,8 @@ export class RpcHandler {
     // The auth functions' answers are read here (tokens, sessions, limits): they are sent the
     // arguments the function receives (PostgREST calls with an array body's first object).
     const args = calledWith(body);
+    // Before the hash: a guessable new password never costs a bcrypt.
+    checkNewPassword(fn, args);
     const call = { method, target, args, schema, headers: request.headers, clientAddress } as const;
     const release = hashes ? await this.admitSignIn(fn, args, clientAddress) : undefined;
     let response: UpstreamResponse;
@@ -233,7 +240,11 @@ export class RpcHandler {
         if (typeof sid === "string") await this.deps.sessions.markRevoked([sid]);
         return undefined;
       }
-      case "revoke_all_tokens": {
+      case "revoke_all_tokens":
+      case "reset_password":
+      case "change_password":
+      case "revoke_session":
+      case "revoke_other_sessions": {
         const sids = ok ? (response.data as { revoked_sessions?: unknown } | null)?.revoked_sessions : undefined;
         if (Array.isArray(sids)) await this.deps.sessions.markRevoked(sids.filter((s): s is string => typeof s === "string"));
         return undefined;
@@ -246,7 +257,7 @@ export class RpcHandler {
   /** sign_in / exchange_auth_code / issue_token: the session from SQL becomes an access token plus the refresh token. */
   private async tokenResponse(response: UpstreamResponse, amr?: { method: string; provider?: string }): Promise<Response> {
     const session = response.data as {
-      user?: { id?: string; email?: string };
+      user?: { id?: string; email?: string; email_verified_at?: string | null };
       session_id?: string;
       refresh_token?: string;
       refresh_expires_at?: string;
@@ -255,7 +266,11 @@ export class RpcHandler {
       this.deps.log({ event: "unexpected_session_shape", status: response.status });
       throw gatewayErrors.internal();
     }
-    const { token, expiresIn } = await this.deps.jwt.mintAccessToken({ id: session.user.id, email: session.user.email }, session.session_id, amr);
+    const { token, expiresIn } = await this.deps.jwt.mintAccessToken(
+      { id: session.user.id, email: session.user.email, emailVerified: Boolean(session.user.email_verified_at) },
+      session.session_id,
+      amr,
+    );
     this.deps.sessions.markActive(session.session_id, session.user.id);
     const body = JSON.stringify({
       access_token: token,

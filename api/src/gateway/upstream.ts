@@ -8,10 +8,11 @@ import { encodeSegment } from "./resolve";
 export type UpstreamFetch = (input: string | URL | Request, init?: RequestInit) => Promise<Response>;
 
 /**
- * Headers of the caller that PostgREST acts on, forwarded as they came. X-Forwarded-For is not
+ * Headers of the caller that PostgREST acts on, forwarded as they came (user-agent: sign_in
+ * records it with the session, for my_sessions). X-Forwarded-For is not
  * among them: the gateway sends the address it saw itself (clientAddress), never the client's.
  */
-const FORWARDED_HEADERS = ["authorization", "prefer", "accept", "range", "range-unit", "x-request-id"] as const;
+const FORWARDED_HEADERS = ["authorization", "prefer", "accept", "range", "range-unit", "x-request-id", "user-agent"] as const;
 /** Upstream headers that describe the transport of that hop, not the answer. */
 const HOP_HEADERS = new Set(["content-length", "connection", "transfer-encoding", "content-encoding", "keep-alive", "date", "server"]);
 

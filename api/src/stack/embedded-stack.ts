@@ -7,6 +7,10 @@ import { startEmbeddedPostgres, type RunningPostgres } from "./embedded-postgres
 import { withSocketDir } from "../db/connection";
 import { authenticatorUrl, dbmate, setAuthenticatorPassword } from "./migrate";
 import { redisServerAvailable, startRedisServer, type RunningRedis } from "./redis-server";
+import { applyAccountSettings } from "./account-settings";
+import { startMailDev, type RunningMailDev } from "./maildev";
+import { connectPostgres as connectMailerDb } from "../db/connection";
+import { Mailer, mailEnv } from "../mail/mailer";
 
 export interface EmbeddedStackOptions {
   /** Persistent data (Postgres cluster under `postgres/`, Redis append-only file under `redis/`). Omit for throwaway. */
@@ -38,7 +42,12 @@ export interface EmbeddedStack {
   api: RunningApi;
   postgres: RunningPostgres;
   redis?: RunningRedis;
-  /** Stops the API, Redis and Postgres, in that order. Idempotent. */
+  /** MailDev's inbox (web UI and REST API), when the stack runs it (SMTP_URL not set). */
+  mailInboxUrl?: string;
+  /** Where the mailer sends: MailDev, or SMTP_URL. */
+  smtpUrl: string;
+  maildev?: RunningMailDev;
+  /** Stops the API, the mailer, MailDev, Redis and Postgres, in that order. Idempotent. */
   stop(): Promise<void>;
 }
 
@@ -69,6 +78,7 @@ export async function startEmbeddedStack(options: EmbeddedStackOptions = {}): Pr
     await dbmate(postgres.url, "up");
     const password = env.AUTHENTICATOR_PASSWORD?.trim() || randomBytes(24).toString("base64url");
     await setAuthenticatorPassword(postgres.url, password);
+    await applyAccountSettings(postgres.url, env);
     // The API and engine sit next to the server: its Unix socket spares both sides the TCP stack.
     const appUrl = withSocketDir(authenticatorUrl(postgres.url, password), postgres.dataDir);
     log("migrations applied");
@@ -83,6 +93,23 @@ export async function startEmbeddedStack(options: EmbeddedStackOptions = {}): Pr
     } else {
       log("redis-server is not on PATH: caching, rate limits and session state stay in this process (in memory)");
     }
+
+    // Mail: MailDev catches everything unless SMTP_URL names a real relay.
+    let maildev: RunningMailDev | undefined;
+    if (!env.SMTP_URL?.trim()) {
+      maildev = await startMailDev({
+        smtpPort: env.MAILDEV_SMTP_PORT ? Number(env.MAILDEV_SMTP_PORT) : undefined,
+        webPort: env.MAILDEV_WEB_PORT ? Number(env.MAILDEV_WEB_PORT) : undefined,
+        mailDirectory: dataDir ? join(dataDir, "maildev") : undefined,
+      });
+      started.push(maildev);
+      log(`maildev: inbox ${maildev.webUrl}, SMTP ${maildev.smtpUrl}`);
+    }
+    const mail = mailEnv(env, { smtpUrl: maildev?.smtpUrl })!;
+    const mailerSql = connectMailerDb(withSocketDir(postgres.url, postgres.dataDir), { max: 2, onnotice: () => {}, connection: { role: "mailer" } });
+    const mailer = new Mailer({ sql: mailerSql, ...mail, log: (event) => log(`mailer: ${JSON.stringify(event)}`) });
+    await mailer.start();
+    started.push({ stop: async () => { await mailer.stop(); await mailerSql.end({ timeout: 5 }); } });
 
     const apiEnv: Record<string, string | undefined> = {
       ...env,
@@ -115,6 +142,9 @@ export async function startEmbeddedStack(options: EmbeddedStackOptions = {}): Pr
       api,
       postgres,
       redis,
+      mailInboxUrl: maildev?.webUrl,
+      smtpUrl: mail.smtpUrl,
+      maildev,
       async stop() {
         if (stopped) return;
         stopped = true;
