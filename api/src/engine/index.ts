@@ -37,8 +37,6 @@ export interface EngineOptions {
   sql?: Sql;
   /** `application_name` of the engine's connections (default "autoaudit-engine"). */
   applicationName?: string;
-  /** Called with the server process id of each new request connection before it carries requests. */
-  onBackend?: (pid: number) => void;
 }
 
 /** Bodies are built by PostgreSQL; json values pass through as text, in and out, never re-encoded. */
@@ -88,7 +86,7 @@ export async function createEngine(config: EngineConfig, opts: EngineOptions = {
       void oldUnlisten?.().catch(() => {});
       old.end({ timeout: 0 }).catch(() => {});
       reload().then(listen).catch(() => {});
-    }, opts.onBackend);
+    });
     return created;
   };
   lanes = makeLanes(sql);

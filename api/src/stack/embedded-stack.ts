@@ -1,5 +1,6 @@
 import { randomBytes } from "node:crypto";
 import { mkdirSync } from "node:fs";
+import { availableParallelism } from "node:os";
 import { join, resolve } from "node:path";
 import { loadConfig } from "../config";
 import { startApi, survivePostgresClientRaces, type RunningApi } from "../server";
@@ -94,6 +95,9 @@ export async function startEmbeddedStack(options: EmbeddedStackOptions = {}): Pr
       HOST: env.HOST?.trim() || "127.0.0.1",
       PGRST_DB_SCHEMAS: env.PGRST_DB_SCHEMAS ?? "api",
       PGRST_DB_ANON_ROLE: env.PGRST_DB_ANON_ROLE ?? "anon",
+      // PostgreSQL runs on this machine, so a bcrypt hash takes a core the API and the other
+      // requests' backends also need: admit one hash fewer than there are cores.
+      SIGN_IN_CONCURRENCY: env.SIGN_IN_CONCURRENCY?.trim() || String(Math.max(1, availableParallelism() - 1)),
     };
     const config = loadConfig(apiEnv, { development: true, log });
     // This process now serves the API: a Postgres restart must not take it down.
