@@ -3,7 +3,7 @@ import { mkdirSync } from "node:fs";
 import { availableParallelism } from "node:os";
 import { join, resolve } from "node:path";
 import { loadConfig } from "../config";
-import { startApi, survivePostgresClientRaces, type RunningApi } from "../server";
+import { startApi, type RunningApi } from "../server";
 import { startEmbeddedPostgres, type RunningPostgres } from "./embedded-postgres";
 import { withSocketDir } from "../db/connection";
 import { authenticatorUrl, dbmate, setAuthenticatorPassword } from "./migrate";
@@ -100,8 +100,6 @@ export async function startEmbeddedStack(options: EmbeddedStackOptions = {}): Pr
       SIGN_IN_CONCURRENCY: env.SIGN_IN_CONCURRENCY?.trim() || String(Math.max(1, availableParallelism() - 1)),
     };
     const config = loadConfig(apiEnv, { development: true, log });
-    // This process now serves the API: a Postgres restart must not take it down.
-    survivePostgresClientRaces();
     const api = await startApi(config, apiEnv, options.requestLog);
     started.push(api);
     log(`api: ${api.url}  (Swagger UI: ${api.url}/docs)`);
