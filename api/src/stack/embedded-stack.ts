@@ -20,7 +20,10 @@ export interface EmbeddedStackOptions {
   log?: (line: string) => void;
   /** Where the API's JSON request log goes (default: stdout). */
   requestLog?: (line: string) => void;
-  /** Extra environment for the API (PGRST_*, rate limits …); defaults to process.env. */
+  /**
+   * Extra environment for the API (PGRST_*, rate limits …); defaults to process.env. Read here:
+   * EMBEDDED_POSTGRES_TCP=true (the API reaches PostgreSQL over TCP instead of its Unix socket).
+   */
   env?: Record<string, string | undefined>;
 }
 
@@ -36,6 +39,10 @@ export interface EmbeddedStack {
   /** The JWT secret in use (generated for this run unless PGRST_JWT_SECRET was set). */
   jwtSecret: string;
   jwtSecretGenerated: boolean;
+  /** Concurrent bcrypt requests the API admits (SIGN_IN_CONCURRENCY; cores − 1 unless set). */
+  signInConcurrency: number;
+  /** How the API reaches PostgreSQL. */
+  transport: "unix-socket" | "tcp";
   api: RunningApi;
   postgres: RunningPostgres;
   redis?: RunningRedis;
@@ -70,7 +77,10 @@ export async function startEmbeddedStack(options: EmbeddedStackOptions = {}): Pr
     const password = env.AUTHENTICATOR_PASSWORD?.trim() || randomBytes(24).toString("base64url");
     await setAuthenticatorPassword(postgres.url, password);
     // The API and engine sit next to the server: its Unix socket spares both sides the TCP stack.
-    const appUrl = withSocketDir(authenticatorUrl(postgres.url, password), postgres.dataDir);
+    // EMBEDDED_POSTGRES_TCP=true connects over TCP to 127.0.0.1 instead, as a composed stack does.
+    const tcp = /^(1|true|yes|on)$/i.test(env.EMBEDDED_POSTGRES_TCP?.trim() ?? "");
+    const tcpUrl = authenticatorUrl(postgres.url, password);
+    const appUrl = tcp ? tcpUrl : withSocketDir(tcpUrl, postgres.dataDir);
     log("migrations applied");
 
     let redis: RunningRedis | undefined;
@@ -113,6 +123,8 @@ export async function startEmbeddedStack(options: EmbeddedStackOptions = {}): Pr
       redisUrl: redis?.url,
       jwtSecret: config.jwt.secret,
       jwtSecretGenerated: config.jwt.generated,
+      signInConcurrency: config.admission.signInConcurrency,
+      transport: appUrl === tcpUrl ? "tcp" : "unix-socket",
       api,
       postgres,
       redis,
