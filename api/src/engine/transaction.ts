@@ -260,14 +260,25 @@ async function inTransactionBlock(
     let endStep: Promise<unknown> | undefined;
     let endError: unknown;
     if (typeof end === "boolean") {
+      const sent = tx.unsafe(end ? "commit" : "rollback", [], PREPARED).execute();
       // Handled at once: a lost connection rejects every queued statement together, and a
       // rejection whose handler is attached only after the others settle counts as unhandled.
-      endStep = tx.unsafe(end ? "commit" : "rollback", [], PREPARED).execute()
-        .then(() => {}, (e) => { endError = e; });
+      endStep = sent.then(() => {}, (e) => { endError = e; });
+      steps.push(sent);
       ended = true;
     }
-    const settled = await Promise.allSettled(steps);
-    if (endStep) await endStep;
+    // The first connection error fails the request at once. postgres.js holds back the
+    // statements after one it must describe first (new to the connection) and sends them as
+    // answers arrive; when the connection closes meanwhile it rejects only those it had sent,
+    // and the held-back ones never settle (porsager/postgres#1208). The connection is then
+    // never reused (see RequestConnections.release).
+    const lost = new Promise<never>((_, reject) => {
+      for (const step of steps) step.catch((e: unknown) => { if (isConnectionError(e)) reject(e); });
+    });
+    lost.catch(() => {});
+    const all = Promise.allSettled(endStep ? steps.slice(0, -1) : steps);
+    const settled = await Promise.race([all, lost]);
+    if (endStep) await Promise.race([endStep, lost]);
     const failure = settled.find((s): s is PromiseRejectedResult => s.status === "rejected");
     if (failure) throw failure.reason;
     // COMMIT itself can fail (a deferred constraint, a lost connection): then nothing was kept.
