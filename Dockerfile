@@ -6,8 +6,6 @@ ARG BUN_VERSION=1.4.5
 FROM oven/bun:${BUN_VERSION} AS deps
 WORKDIR /app
 COPY package.json bun.lock ./
-# Fixes to dependencies (package.json "patchedDependencies"), applied by bun install.
-COPY patches ./patches
 # --omit=optional drops the platform binaries of embedded-postgres and dbmate (about
 # 90 MB): in this stack PostgreSQL runs in `db` and migrations in `migrate`. Their JS
 # wrappers stay installed but are never started by the server.

@@ -17,7 +17,7 @@ import { randomBytes } from "node:crypto";
 import postgres from "postgres";
 import { defaultEngineConfig } from "../api/src/engine/config";
 import { createEngine, createEnginePool } from "../api/src/engine/index";
-import { ConnectionLanes, runInRequestTransaction } from "../api/src/engine/transaction";
+import { RequestConnections, runInRequestTransaction } from "../api/src/engine/transaction";
 import { startEmbeddedPostgres } from "../api/src/stack/embedded-postgres";
 import { authenticatorUrl, dbmate, setAuthenticatorPassword } from "../api/src/stack/migrate";
 import type { BenchRow } from "./lib";
@@ -96,18 +96,18 @@ async function measureAll(adminUrl: string, appUrl: string, seconds = SECONDS, w
     // The same call in the request transaction (role and request GUCs, read only, the call,
     // commit), without the engine's HTTP handling: separates the cost of the transaction from
     // what the engine's own code adds.
-    const lanes = new ConnectionLanes(sql, POOL);
+    const connections = new RequestConnections(sql, POOL);
     const settings = {
       role: "anon", claims: { role: "anon" }, method: "POST", path: "/rpc/validate_token",
       headers: { "content-type": "application/json" }, cookies: {}, searchPath: ["api", "public"],
     };
     log("engine rpc: SQL in the request transaction");
     const inTransaction = await run("SQL in tx", async () => {
-      const rows = await runInRequestTransaction(lanes, settings, { readOnly: true, acquisitionTimeoutSeconds: 10 },
+      const rows = await runInRequestTransaction(connections, settings, { readOnly: true, acquisitionTimeoutSeconds: 10 },
         { text: "select api.validate_token($1)::text as body", values: ["bench-token-that-does-not-exist"], prepare: true }, true);
       if (!rows[0]?.body) throw new Error("transaction call returned nothing");
     }, seconds, warmupMs);
-    lanes.close();
+    connections.close();
     log("engine rpc: engine.fetch");
     const viaEngine = await run("engine.fetch", async () => {
       const res = await engine.fetch(new Request("http://engine/rpc/validate_token", {

@@ -216,9 +216,13 @@ try {
       const { hash, cost } = await storedHash(admin, emails[0]!);
       // The authenticator may not execute extensions.crypt itself (only through sign_in, a
       // SECURITY DEFINER function), so the bare loop runs as the superuser, one connection per caller.
-      const hashPool = postgres(info.databaseUrl!, { max: CORES, onnotice: () => {} });
+      // The bcrypt limit is what PostgreSQL hashes with as many callers as the API admits
+      // (SIGN_IN_CONCURRENCY); with fewer slots than cores, one caller per core is shown as well.
+      const slots = info.signInConcurrency ?? CORES;
+      const hashPool = postgres(info.databaseUrl!, { max: Math.max(CORES, slots), onnotice: () => {} });
       try {
-        bcrypt = await baseline(`select crypt($1, $2) at bcrypt cost ${cost} (the bcrypt limit)`, CORES, (o) => bcryptLimit(hashPool, hash, o), "one caller per core");
+        bcrypt = await baseline(`select crypt($1, $2) at bcrypt cost ${cost} (the bcrypt limit)`, slots, (o) => bcryptLimit(hashPool, hash, o), `one caller per admission slot (SIGN_IN_CONCURRENCY=${slots})`);
+        if (slots < CORES) await baseline(`select crypt($1, $2) at bcrypt cost ${cost}, one caller per core`, CORES, (o) => bcryptLimit(hashPool, hash, o), "for comparison: every core hashing");
       } finally {
         await hashPool.end({ timeout: 2 });
       }
@@ -298,7 +302,8 @@ try {
     const settings = Object.entries(info.settings).map(([k, v]) => `${k}=${v}`).join(" ");
     console.log(`\n## Load report (${QUICK ? "quick smoke run" : "bun run load"}): ${DURATION} s per scenario after ${WARMUP} s warm-up\n`);
     console.log(`Machine: ${machine}`);
-    console.log(`Stack: ${stackProcess ? "embedded (PostgreSQL 17, redis-server, API + embedded engine in one Bun process)" : api}; load generators: ${useWrk ? "wrk (fixed requests, the sign-in flood included) and autocannon 8 under Bun (token chains, Retry-After)" : "autocannon 8 under Bun"}, keep-alive, 1 request in flight per connection${settings ? `; API settings: ${settings}` : ""}`);
+    const stackDetail = info.transport ? `; PostgreSQL reached over ${info.transport === "tcp" ? "TCP (127.0.0.1)" : "its Unix socket"}; SIGN_IN_CONCURRENCY=${info.signInConcurrency}` : "";
+    console.log(`Stack: ${stackProcess ? "embedded (PostgreSQL 17, redis-server, API + embedded engine in one Bun process)" : api}${stackDetail}; load generators: ${useWrk ? "wrk (fixed requests, the sign-in flood included) and autocannon 8 under Bun (token chains, Retry-After)" : "autocannon 8 under Bun"}, keep-alive, 1 request in flight per connection${settings ? `; API settings: ${settings}` : ""}`);
     console.log(`Rate limits off for the run (RATE_LIMIT_IP_MAX=0, RATE_LIMIT_EMAIL_MAX=0) so the numbers are throughput, not the limiter; bcrypt cost 12; ${sessions.length} sessions of ${emails.length} accounts spread over the connections.\n`);
     console.log(markdownTable(SCENARIO_HEADER, scenarioRows(results, (r) => generatorNames.get(r) ?? "autocannon"), [2, 3, 4, 5, 6]));
     if (baselines.length) {

@@ -48,12 +48,6 @@ export interface ApiConfig {
     /** How many more may wait for a slot, and for how long, before 503. */
     signInQueue: number;
     signInQueueTimeoutMs: number;
-    /**
-     * Scheduling priority (nice, 0-19) of the PostgreSQL backends that hash, when the engine is
-     * embedded and PostgreSQL runs on this machine (reached over its Unix socket); 0 leaves them
-     * at normal priority. Everything else then gets the cores first while hashes run.
-     */
-    signInBackendNice: number;
   };
   /** PostgREST's PGRST_DB_ANON_ROLE: functions it may execute are documented as public. */
   anonRole: string;
@@ -61,11 +55,6 @@ export interface ApiConfig {
   /** Take the client IP from X-Forwarded-For (only behind a proxy you control). */
   trustProxy: boolean;
   logRequests: boolean;
-  /**
-   * With the embedded engine and PostgreSQL on this machine: run the engine's backends under
-   * SCHED_BATCH, so handing them a statement does not preempt the API that sent it.
-   */
-  backendBatchScheduling: boolean;
   /** Upstream calls that take longer are answered with 504 instead of hanging. */
   upstreamTimeoutMs: number;
   /** Larger request bodies are refused with 413 before they are read into memory. */
@@ -177,13 +166,11 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       signInConcurrency: int("SIGN_IN_CONCURRENCY", cores, 1, 1024),
       signInQueue: int("SIGN_IN_QUEUE", cores, 0, 10_000),
       signInQueueTimeoutMs: int("SIGN_IN_QUEUE_TIMEOUT_MS", 1000, 0, 60_000),
-      signInBackendNice: int("SIGN_IN_BACKEND_NICE", 19, 0, 19),
     },
     anonRole: read("PGRST_DB_ANON_ROLE") ?? "anon",
     corsOrigins: (read("CORS_ORIGINS") ?? "*").split(",").map((s) => s.trim()).filter(Boolean),
     trustProxy: bool("TRUST_PROXY", false),
     logRequests: bool("LOG_REQUESTS", true),
-    backendBatchScheduling: bool("DB_BACKEND_BATCH", true),
     upstreamTimeoutMs: int("UPSTREAM_TIMEOUT_MS", 10_000, 100, 600_000),
     maxBodyBytes: int("MAX_BODY_BYTES", 1_048_576, 1024, 1_073_741_824),
     oidc: loadOidcConfig(read, bool, problems),

@@ -41,27 +41,6 @@ export async function startApi(config: ApiConfig, env: Record<string, string | u
   };
 }
 
-/**
- * postgres.js can throw from a timer after PostgreSQL drops a connection (a write scheduled
- * with setImmediate runs after the socket is gone). The connection is dead and the pool
- * reconnects by itself, so that error must not take the whole API down during a database
- * restart. Any other uncaught error still stops the process.
- */
-let surviving = false;
-export function survivePostgresClientRaces() {
-  if (surviving) return;
-  surviving = true;
-  process.on("uncaughtException", (error) => {
-    const stack = error instanceof Error ? (error.stack ?? "") : "";
-    if (error instanceof TypeError && /node_modules\/postgres\/src\/connection\.js/.test(stack)) {
-      console.error(JSON.stringify({ time: new Date().toISOString(), event: "postgres_client_error", error: error.message }));
-      return;
-    }
-    console.error(error);
-    process.exit(1);
-  });
-}
-
 if (import.meta.main) {
   let config: ApiConfig;
   try {
@@ -73,7 +52,6 @@ if (import.meta.main) {
     }
     throw error;
   }
-  survivePostgresClientRaces();
   const api = await startApi(config);
   console.log(JSON.stringify({ time: new Date().toISOString(), event: "listening", url: api.url, upstream: api.upstream.kind }));
   let stopping = false;

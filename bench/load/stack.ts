@@ -30,6 +30,10 @@ export interface StackInfo {
   database?: string;
   /** The process that runs the API (gateway + embedded engine), for its RSS. */
   apiPid?: number;
+  /** SIGN_IN_CONCURRENCY of the API (the embedded stack's default is cores − 1). */
+  signInConcurrency?: number;
+  /** How the API reaches PostgreSQL (embedded stack only). */
+  transport?: string;
   /** The environment knobs the stack was started with (documented in the report). */
   settings: Record<string, string>;
 }
@@ -50,7 +54,7 @@ export function loadSettings(logRequests: boolean): Record<string, string> {
 }
 
 /** Variables a caller may set to experiment (pool size, admission, cache, sessions); passed through. */
-const PASSTHROUGH = /^(PGRST_|SIGN_IN_|SESSION_|CACHE_|UPSTREAM_|ACCESS_TOKEN_|RATE_LIMIT_|LOG_REQUESTS$)/;
+const PASSTHROUGH = /^(PGRST_|SIGN_IN_|SESSION_|CACHE_|UPSTREAM_|ACCESS_TOKEN_|RATE_LIMIT_|LOG_REQUESTS$|EMBEDDED_POSTGRES_TCP$)/;
 
 export interface StackProcess {
   info: StackInfo;
@@ -162,6 +166,8 @@ async function runChild() {
       jwtSecret: stack.jwtSecret,
       database: "autoaudit_load",
       apiPid: process.pid,
+      signInConcurrency: stack.signInConcurrency,
+      transport: stack.transport,
       settings,
     };
     process.send?.(info);

@@ -1,10 +1,9 @@
 // The request transaction (runInRequestTransaction) on a real PostgreSQL: what the caller's
-// statement sees, what outlives the request, and what a failure leaves behind, both for the
-// one-exchange implicit transaction (a connection whose default isolation is read committed)
-// and for BEGIN … COMMIT (any other default).
+// statement sees, what outlives the request, and what a failure leaves behind, whatever the
+// connection's default isolation (BEGIN ISOLATION LEVEL READ COMMITTED … COMMIT always).
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import postgres, { type Sql } from "postgres";
-import { ConnectionLanes, runInRequestTransaction, type RequestSettings, type Statement } from "../../api/src/engine/transaction";
+import { RequestConnections, runInRequestTransaction, type RequestSettings, type Statement } from "../../api/src/engine/transaction";
 import { testStack } from "../support/stack";
 
 const settings: RequestSettings = {
@@ -40,24 +39,23 @@ afterAll(async () => {
   await admin.end();
 });
 
-// The same checks on a connection whose default isolation is read committed (the implicit
-// transaction) and on one whose default is repeatable read (BEGIN ISOLATION LEVEL READ COMMITTED).
+// The same checks on connections whose default isolation is read committed and repeatable read.
 for (const defaultIsolation of ["read committed", "repeatable read"] as const) {
   describe(`connections whose default isolation is ${defaultIsolation}`, () => {
     let sql: Sql;
-    let lanes: ConnectionLanes;
+    let connections: RequestConnections;
     beforeAll(() => {
       sql = postgres(testStack().databaseUrl, {
         max: 2, onnotice: () => {}, prepare: true, connection: { default_transaction_isolation: defaultIsolation },
       });
-      lanes = new ConnectionLanes(sql, 1);
+      connections = new RequestConnections(sql, 1);
     });
     afterAll(async () => {
-      lanes.close();
+      connections.close();
       await sql.end();
     });
     const run = (s: RequestSettings, readOnly: boolean, main: Statement) =>
-      runInRequestTransaction(lanes, s, options(readOnly), main, true);
+      runInRequestTransaction(connections, s, options(readOnly), main, true);
 
     test("the statement runs read committed, as the request's role, with its claims; reads are read only", async () => {
       const [read] = await run(settings, true, seen);

@@ -10,15 +10,15 @@ import type { AuthResult } from "./jwt";
 import type { Preferences } from "./request";
 import { headersForGuc, parseCookies } from "./request";
 import type { SchemaCache } from "./schema-cache";
-import { runInRequestTransaction, type ConnectionLanes, type RequestSettings, type Statement, type TransactionEnd } from "./transaction";
+import { runInRequestTransaction, type RequestConnections, type RequestSettings, type Statement, type TransactionEnd } from "./transaction";
 import type { Row } from "postgres";
 import type { ReadRow } from "./query";
 
 export interface EngineRuntime {
   readonly config: EngineConfig;
   readonly sql: Sql;
-  /** The request connections (see ConnectionLanes); every request transaction runs on one. */
-  readonly lanes: ConnectionLanes;
+  /** The request connections (see RequestConnections); every request transaction gets one of its own. */
+  readonly connections: RequestConnections;
   /** The loaded schema cache; throws PGRST002 (503) while none could be loaded yet. */
   schemaCache(): SchemaCache;
   log(line: string): void;
@@ -82,9 +82,9 @@ export function runRequest(
 ): Promise<Row[]> {
   const { readOnly, genericPlans } = access;
   return runInRequestTransaction(
-    rt.lanes,
+    rt.connections,
     requestSettings(rt, req),
-    { readOnly, genericPlans, exclusive: !readOnly, preRequest: rt.config.dbPreRequest, acquisitionTimeoutSeconds: rt.config.dbPoolAcquisitionTimeoutSeconds },
+    { readOnly, genericPlans, preRequest: rt.config.dbPreRequest, acquisitionTimeoutSeconds: rt.config.dbPoolAcquisitionTimeoutSeconds },
     main,
     end,
   );

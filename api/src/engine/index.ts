@@ -16,7 +16,7 @@ import { JwtAuthenticator } from "./jwt";
 import { fromDatabaseError, internalError, isConnectionError, renderError } from "./pg-errors";
 import { route } from "./router";
 import { loadSchemaCache, type SchemaCache } from "./schema-cache";
-import { ConnectionLanes } from "./transaction";
+import { RequestConnections } from "./transaction";
 
 export type { EngineConfig } from "./config";
 export { engineConfigFromEnv } from "./config";
@@ -38,8 +38,6 @@ export interface EngineOptions {
   sql?: Sql;
   /** `application_name` of the engine's connections (default "autoaudit-engine"). */
   applicationName?: string;
-  /** Called with the server process id of each new request connection before it carries requests. */
-  onBackend?: (pid: number) => void;
 }
 
 /** Bodies are built by PostgreSQL; json values pass through as text, in and out, never re-encoded. */
@@ -73,28 +71,28 @@ export async function createEngine(config: EngineConfig, opts: EngineOptions = {
   const ownsPool = !opts.sql;
   let sql: Sql = opts.sql ?? createEnginePool(url!, config, opts.applicationName);
   const auth = new JwtAuthenticator(config);
-  // PGRST_DB_POOL connections carry request transactions; the pool's extra one stays free for
-  // the schema cache. A lost connection replaces the whole pool: postgres.js can wedge a
+  // PGRST_DB_POOL connections carry request transactions, one each; the pool's extra one stays
+  // free for the schema cache. A lost connection replaces the whole pool: postgres.js can wedge a
   // reserved connection whose socket died, and a fresh pool recovers as soon as the database does.
-  let lanes: ConnectionLanes;
-  const makeLanes = (pool: Sql): ConnectionLanes => {
-    const created: ConnectionLanes = new ConnectionLanes(pool, config.dbPoolSize, () => {
-      if (!ownsPool || closed || lanes !== created) return;
+  let connections: RequestConnections;
+  const makeConnections = (pool: Sql): RequestConnections => {
+    const created: RequestConnections = new RequestConnections(pool, config.dbPoolSize, () => {
+      if (!ownsPool || closed || connections !== created) return;
       log("engine: lost the database connection; starting a new pool");
       const old = sql;
       created.close();
       sql = createEnginePool(url!, config, opts.applicationName);
-      lanes = makeLanes(sql);
+      connections = makeConnections(sql);
       listening = false;
       const oldUnlisten = unlisten;
       unlisten = undefined;
       void oldUnlisten?.().catch(() => {});
       old.end({ timeout: 0 }).catch(() => {});
       reload().then(listen).catch(() => {});
-    }, opts.onBackend);
+    });
     return created;
   };
-  lanes = makeLanes(sql);
+  connections = makeConnections(sql);
 
   let cache: SchemaCache | undefined;
   let loading: Promise<void> | undefined;
@@ -165,8 +163,8 @@ export async function createEngine(config: EngineConfig, opts: EngineOptions = {
     get sql() {
       return sql;
     },
-    get lanes() {
-      return lanes;
+    get connections() {
+      return connections;
     },
     schemaCache() {
       if (!cache) throw noSchemaCache();
@@ -200,7 +198,7 @@ export async function createEngine(config: EngineConfig, opts: EngineOptions = {
       closed = true;
       clearTimeout(retryTimer);
       await unlisten?.().catch(() => {});
-      lanes.close();
+      connections.close();
       // Without a loaded cache no request can be running; postgres.js would otherwise wait out
       // the timeout on connections that never opened.
       if (ownsPool) await sql.end({ timeout: cache ? 5 : 0 });

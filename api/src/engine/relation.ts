@@ -104,7 +104,7 @@ export async function handleRelation(rt: EngineRuntime, req: EngineRequest, name
     rt,
     req,
     { readOnly: true, genericPlans: rt.config.relationGenericPlans },
-    { text: built.text, values: built.values, prepare: rt.lanes.preparable(built.text) },
+    { text: built.text, values: built.values, prepare: rt.connections.preparable(built.text) },
     commit,
     (rows) => rows[0] as ReadRow,
     singular ? (r) => (Number(r.page_total) === 1 ? undefined : notSingular(Number(r.page_total))) : undefined,

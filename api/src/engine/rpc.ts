@@ -96,8 +96,8 @@ export async function handleRpc(rt: EngineRuntime, req: EngineRequest, functionN
     req,
     { readOnly },
     // Plain calls are prepared once per connection; shaped ones (select/filters/order, whose
-    // aliases make the SQL text open-ended) only up to the lanes' bound.
-    { text: built.text, values: built.values, prepare: isPlainRead(shaped) || rt.lanes.preparable(built.text) },
+    // aliases make the SQL text open-ended) only up to the pool's bound.
+    { text: built.text, values: built.values, prepare: isPlainRead(shaped) || rt.connections.preparable(built.text) },
     commit,
     (rows) => (scalarCall ? scalarRow(rows[0]!) : rows[0] as ReadRow),
     singular || maxAffected !== undefined ? refusal : undefined,

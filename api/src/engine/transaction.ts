@@ -1,16 +1,10 @@
 /**
- * One transaction per request, as PostgREST runs it: read only for reads, the request GUCs and
- * the role in one set_config statement, the pre-request function, the caller's statement, then
- * COMMIT or ROLLBACK, on one reserved connection shared by pipelined requests.
- *
- * A request that commits (the usual case) sends it all as one protocol exchange: the settings
- * and the pre-request call as a prelude of the caller's statement (patches/postgres@3.4.9.patch)
- * with no Sync between them, so they run in one implicit transaction that the Sync commits, or
- * rolls back when any of them fails. That is the transaction PostgREST's BEGIN ISOLATION LEVEL
- * READ COMMITTED [READ ONLY] … COMMIT opens (read only set by the settings statement), where the
- * connection's default isolation is read committed, without the two statements and their round
- * of protocol work. A request whose end depends on its result (or that rolls back) uses BEGIN
- * … COMMIT/ROLLBACK, as does any connection whose default isolation is another one.
+ * One transaction per request, as PostgREST runs it: BEGIN ISOLATION LEVEL READ COMMITTED
+ * [READ ONLY], the request GUCs and the role in one set_config statement, the pre-request
+ * function, the caller's statement, then COMMIT or ROLLBACK, on a connection of its own
+ * (docs/decisions/0002-request-transactions.md). The statements are issued together on the
+ * reserved connection, so postgres.js pipelines them: a request that knows how it ends costs one
+ * round trip to PostgreSQL once its statements are prepared on that connection.
  */
 import type { Row, Sql } from "postgres";
 import { ApiError } from "./errors";
@@ -38,12 +32,6 @@ export interface TransactionOptions {
   preRequest?: string;
   /** Seconds to wait for a pooled connection before PGRST003. */
   acquisitionTimeoutSeconds: number;
-  /**
-   * Hold the connection alone instead of pipelining other requests behind this one. Writes can
-   * be slow (a bcrypt hash takes a quarter of a second) and must not stall the reads queued
-   * behind them on the same connection.
-   */
-  exclusive?: boolean;
 }
 
 /**
@@ -69,59 +57,39 @@ const BEGIN_READ_ONLY = "begin isolation level read committed read only";
 
 const quoteSearchPath = (schemas: string[]) => schemas.map((s) => `"${s.replaceAll('"', '""')}"`).join(", ");
 
-interface Lane {
-  conn: ReservedSql;
-  /** Requests whose statements are queued on this connection. */
-  inflight: number;
-  /** A request that decides COMMIT/ROLLBACK after seeing its result holds the lane alone. */
-  exclusive: boolean;
-  broken: boolean;
-  /** When a request last finished on this connection, or when it last got work while idle. */
-  progressAt: number;
-  /** Its default isolation was read committed when it opened, so an implicit transaction is PostgREST's. */
-  implicitTransactions: boolean;
-}
-
-/** A busy connection that has finished nothing for this long gets no more requests queued on it. */
-const STALLED_MS = 100;
-
 interface Waiter {
-  exclusive: boolean;
-  resolve: (lane: Lane) => void;
-  reject: (error: unknown) => void;
+  /** Hands the caller a slot (the one a finished request just gave up). */
+  grant: () => void;
 }
+
+const connectionError = (details: string) => new ApiError(503, "PGRST000", "Database connection error. Retrying the connection.", details);
 
 /**
- * The engine's connections. Each is reserved from postgres.js and carries whole request
- * transactions back to back: BEGIN … COMMIT of one request, then the next, all pipelined, so
- * concurrent requests share a connection the way plain queries do instead of holding it for a
- * round trip each. A request's statements are issued in one go, so transactions never interleave.
+ * The engine's request connections: at most `size` (PGRST_DB_POOL) request transactions at a
+ * time, each on a connection reserved from postgres.js for it alone and handed back when it ends,
+ * as PostgREST's pool does; the pool's one extra connection stays free for the schema cache. A
+ * request that finds every slot taken waits in line; one that gets neither a slot nor a
+ * connection within the acquisition timeout gets PostgREST's 504 PGRST003 (all connections
+ * busy) or 503 PGRST000 (a connection could not be opened).
  */
-export class ConnectionLanes {
-  private readonly lanes: Lane[] = [];
-  private reserving = 0;
+export class RequestConnections {
+  private active = 0;
   private closed = false;
-  private probeTimeoutMs = 10_000;
   private readonly waiters: Waiter[] = [];
+  private readonly prepared = new Set<string>();
 
   constructor(
     private readonly sql: Sql,
-    /** Connections to reserve at most (the pool has one more, for the schema cache). */
+    /** Request transactions at a time (the pool has one more connection, for the schema cache). */
     private readonly size: number,
     /**
-     * Called when a connection is lost or a new one does not answer: postgres.js can leave such
-     * connections wedged, so the owner replaces the whole pool rather than reuse them.
+     * Called when a connection is lost or a new one does not open in time: the owner replaces
+     * the whole pool, which recovers as soon as the database does.
      */
     private readonly onConnectionLost: () => void = () => {},
-    /** Told each new connection's server process id before the connection carries requests. */
-    private readonly onBackend: (pid: number) => void = () => {},
-    /** Requests queued on one connection before another is preferred or callers wait. */
-    private readonly depth = 16,
     /** Distinct request-shaped statement texts prepared at most (see preparable). */
     private readonly preparedTexts = 200,
   ) {}
-
-  private readonly prepared = new Set<string>();
 
   /**
    * Whether a statement whose text depends on the request (select lists, aliases, filters, `in`
@@ -137,152 +105,101 @@ export class ConnectionLanes {
     return true;
   }
 
-  /**
-   * The busiest connection that still has room and is making progress. Packing requests onto
-   * few connections, rather than spreading them, lets the requests issued in one task leave in
-   * one write and lets a backend serve several of them per wakeup: on two cores that took about
-   * a fifth of PostgreSQL's CPU per `me` away. A connection that has finished nothing for
-   * STALLED_MS (a slow statement at its head, or a socket that died without a word) is passed
-   * over, so requests do not pile up behind it.
-   */
-  private pick(): Lane | undefined {
-    const now = performance.now();
-    let best: Lane | undefined;
-    for (const lane of this.lanes) {
-      if (lane.exclusive || lane.broken || lane.inflight >= this.depth) continue;
-      if (lane.inflight > 0 && now - lane.progressAt > STALLED_MS) continue;
-      if (!best || lane.inflight > best.inflight) best = lane;
+  /** A connection reserved for one request transaction; hand it back with release(). */
+  async acquire(timeoutSeconds: number): Promise<ReservedSql> {
+    if (this.closed) throw connectionError("the engine is shutting down");
+    const deadline = performance.now() + timeoutSeconds * 1000;
+    if (this.active < this.size) this.active++;
+    else await this.slot(timeoutSeconds * 1000);
+    try {
+      return await this.reserve(Math.max(0, deadline - performance.now()));
+    } catch (e) {
+      this.free();
+      throw e;
     }
-    return best;
   }
 
-  private take(lane: Lane, exclusive: boolean): Lane {
-    if (lane.inflight === 0) lane.progressAt = performance.now();
-    lane.inflight++;
-    if (exclusive) lane.exclusive = true;
-    return lane;
-  }
-
-  async acquire(exclusive: boolean, timeoutSeconds: number): Promise<Lane> {
-    this.probeTimeoutMs = timeoutSeconds * 1000;
-    if (this.closed) throw new ApiError(503, "PGRST000", "Database connection error. Retrying the connection.", "the engine is shutting down");
-    const idle = this.pick();
-    if (idle && idle.inflight === 0) return this.take(idle, exclusive);
-    if (this.lanes.length + this.reserving < this.size) this.grow();
-    if (idle) return this.take(idle, exclusive);
-    return new Promise<Lane>((resolve, reject) => {
+  /** Waits for a finished request's slot, or fails with PGRST003 when none comes in time. */
+  private slot(timeoutMs: number): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
       const waiter: Waiter = {
-        exclusive,
-        resolve: (lane) => {
+        grant: () => {
           clearTimeout(timer);
-          resolve(lane);
-        },
-        reject: (e) => {
-          clearTimeout(timer);
-          reject(e);
+          resolve();
         },
       };
       const timer = setTimeout(() => {
-        this.dropWaiter(waiter);
-        // No connection at all means the database cannot be reached (postgres.js keeps retrying
-        // a server that accepts and drops connections); otherwise every connection is busy.
-        reject(this.lanes.length === 0
-          ? new ApiError(503, "PGRST000", "Database connection error. Retrying the connection.", "timed out connecting to the database")
-          : new ApiError(504, "PGRST003", "Timed out acquiring connection from connection pool."));
-      }, timeoutSeconds * 1000);
+        const i = this.waiters.indexOf(waiter);
+        if (i >= 0) this.waiters.splice(i, 1);
+        reject(new ApiError(504, "PGRST003", "Timed out acquiring connection from connection pool."));
+      }, timeoutMs);
       this.waiters.push(waiter);
     });
   }
 
   /**
-   * Reserves one more connection in the background; waiters get it (or the error) when it is
-   * ready. A new connection answers a probe (its backend's pid, for onBackend) before it carries
-   * requests: postgres.js hands out connections to a server that accepts and drops them (a proxy
-   * in front of a stopped database) and retries them forever, and no request should be queued
-   * on one of those.
+   * A connection from postgres.js. With a slot in hand one is free or can be opened, so one that
+   * does not come in time means the database cannot be reached (postgres.js keeps retrying a
+   * server that accepts and drops connections): PGRST000, and the pool is replaced. A connection
+   * that arrives after that goes straight back.
    */
-  private grow(): void {
-    this.reserving++;
-    let settled = false;
-    const failed = (error: unknown) => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(timer);
-      this.reserving--;
-      if (this.lanes.length > 0) return; // the others keep serving the waiters
-      for (const waiter of this.waiters.splice(0)) waiter.reject(error);
-    };
-    const timer = setTimeout(() => {
-      failed(new ApiError(503, "PGRST000", "Database connection error. Retrying the connection.", "timed out connecting to the database"));
-      this.onConnectionLost();
-    }, this.probeTimeoutMs);
-    (this.sql.reserve() as Promise<ReservedSql>).then((conn) => {
-      conn`select pg_backend_pid() as pid, current_setting('default_transaction_isolation') as isolation`.then(
-        ([row]) => {
-          if (settled) return; // given up on: it belongs to a pool being replaced
-          settled = true;
-          clearTimeout(timer);
-          this.reserving--;
-          if (this.closed) {
+  private reserve(timeoutMs: number): Promise<ReservedSql> {
+    return new Promise<ReservedSql>((resolve, reject) => {
+      let settled = false;
+      const timer = setTimeout(() => {
+        settled = true;
+        reject(connectionError("timed out connecting to the database"));
+        this.onConnectionLost();
+      }, timeoutMs);
+      (this.sql.reserve() as Promise<ReservedSql>).then(
+        (conn) => {
+          if (settled || this.closed) {
             conn.release();
+            if (!settled) reject(connectionError("the engine is shutting down"));
+            settled = true;
             return;
           }
-          try {
-            this.onBackend(Number(row?.pid));
-          } catch {
-            // A hook that fails (e.g. not allowed to renice) leaves the connection as it is.
-          }
-          this.lanes.push({
-            conn, inflight: 0, exclusive: false, broken: false, progressAt: performance.now(),
-            implicitTransactions: row?.isolation === "read committed",
-          });
-          this.wake();
+          settled = true;
+          clearTimeout(timer);
+          resolve(conn);
         },
-        (error) => failed(error),
+        (error) => {
+          if (settled) return;
+          settled = true;
+          clearTimeout(timer);
+          reject(error);
+        },
       );
-    }, failed);
+    });
   }
 
-  private dropWaiter(waiter: Waiter): void {
-    const i = this.waiters.indexOf(waiter);
-    if (i >= 0) this.waiters.splice(i, 1);
+  /**
+   * Hands the connection back. A connection that failed is not: its pool is replaced (see
+   * onConnectionLost), so no later request meets it half dead.
+   */
+  release(conn: ReservedSql, broken: boolean): void {
+    if (broken) this.onConnectionLost();
+    else conn.release();
+    this.free();
   }
 
-  release(lane: Lane, exclusive: boolean, broken: boolean): void {
-    lane.inflight--;
-    lane.progressAt = performance.now();
-    if (exclusive) lane.exclusive = false;
-    if (broken && !lane.broken) {
-      // The connection failed: never reuse it (see onConnectionLost).
-      lane.broken = true;
-      this.lanes.splice(this.lanes.indexOf(lane), 1);
-      this.onConnectionLost();
-    }
-    this.wake();
+  private free(): void {
+    // The slot passes straight to the next waiter, so `active` stays as it is.
+    const next = this.waiters.shift();
+    if (next) next.grant();
+    else this.active--;
   }
 
-  private wake(): void {
-    while (this.waiters.length > 0) {
-      const lane = this.pick();
-      if (!lane) return;
-      const waiter = this.waiters.shift()!;
-      waiter.resolve(this.take(lane, waiter.exclusive));
-    }
-  }
-
-  /** Hands every connection back to the pool (before the pool is ended). */
+  /** No new requests; those running finish and hand their connections back (before the pool ends). */
   close(): void {
     this.closed = true;
-    for (const lane of this.lanes.splice(0)) lane.conn.release();
   }
 }
 
 /**
- * The request GUCs in one statement, in PostgREST's order. `readOnly` adds transaction_read_only
- * for a transaction that was not opened with BEGIN … READ ONLY (turning it on is allowed at any
- * point of a transaction).
+ * The request GUCs in one statement, in PostgREST's order.
  */
-function settingsStatement(s: RequestSettings, readOnly: boolean, genericPlans: boolean): { text: string; values: string[] } {
+function settingsStatement(s: RequestSettings, genericPlans: boolean): { text: string; values: string[] } {
   const values = [quoteSearchPath(s.searchPath)];
   const sets = ["set_config('search_path', $1, true)"];
   const set = (name: string, value: string) => {
@@ -295,7 +212,6 @@ function settingsStatement(s: RequestSettings, readOnly: boolean, genericPlans: 
   set("request.path", s.path);
   set("request.headers", JSON.stringify(s.headers));
   set("request.cookies", JSON.stringify(s.cookies));
-  if (readOnly) sets.push("set_config('transaction_read_only', 'on', true)");
   if (genericPlans) sets.push("set_config('plan_cache_mode', 'force_generic_plan', true)");
   return { text: `select ${sets.join(", ")}`, values };
 }
@@ -305,32 +221,22 @@ const preRequestCall = (fn: string) => `select ${quoteQualified(fn)}()`;
 
 /** Runs the caller's statement inside the request's transaction and returns its rows. */
 export async function runInRequestTransaction(
-  lanes: ConnectionLanes,
+  connections: RequestConnections,
   settings: RequestSettings,
   options: TransactionOptions,
   main: Statement,
   end: TransactionEnd<Row[]>,
 ): Promise<Row[]> {
-  const exclusive = options.exclusive === true || typeof end !== "boolean";
-  const lane = await lanes.acquire(exclusive, options.acquisitionTimeoutSeconds);
+  const conn = await connections.acquire(options.acquisitionTimeoutSeconds);
   let broken = false;
   try {
-    return end === true && lane.implicitTransactions
-      ? await inImplicitTransaction(lane.conn, settings, options, main)
-      : await inTransactionBlock(lane.conn, settings, options, main, end);
+    return await inTransactionBlock(conn, settings, options, main, end);
   } catch (e) {
     if (isConnectionError(e)) broken = true;
     throw e;
   } finally {
-    lanes.release(lane, exclusive, broken);
+    connections.release(conn, broken);
   }
-}
-
-function inImplicitTransaction(tx: ReservedSql, settings: RequestSettings, options: TransactionOptions, main: Statement): Promise<Row[]> {
-  const prelude = [settingsStatement(settings, options.readOnly, options.genericPlans === true)];
-  if (options.preRequest) prelude.push({ text: preRequestCall(options.preRequest), values: [] });
-  // `prelude` is the patch's query option (not in postgres.js's types).
-  return tx.unsafe(main.text, main.values as never[], { prepare: main.prepare, prelude } as { prepare: boolean });
 }
 
 async function inTransactionBlock(
@@ -342,24 +248,37 @@ async function inTransactionBlock(
 ): Promise<Row[]> {
   let ended = false;
   try {
-    const { text, values } = settingsStatement(settings, false, options.genericPlans === true);
+    const { text, values } = settingsStatement(settings, options.genericPlans === true);
     const steps: Promise<unknown>[] = [
       tx.unsafe(options.readOnly ? BEGIN_READ_ONLY : BEGIN, [], PREPARED).execute(),
       tx.unsafe(text, values, PREPARED).execute(),
     ];
     if (options.preRequest) steps.push(tx.unsafe(preRequestCall(options.preRequest)).execute());
-    steps.push(tx.unsafe(main.text, main.values as never[], { prepare: main.prepare }).execute());
+    // The extended protocol also for a statement without parameters (unsafe() would send those
+    // as simple queries), so the caller's statement is prepared as `prepare` says.
+    steps.push(tx.unsafe(main.text, main.values as never[], { prepare: main.prepare, simple: false } as { prepare: boolean }).execute());
     let endStep: Promise<unknown> | undefined;
     let endError: unknown;
     if (typeof end === "boolean") {
+      const sent = tx.unsafe(end ? "commit" : "rollback", [], PREPARED).execute();
       // Handled at once: a lost connection rejects every queued statement together, and a
       // rejection whose handler is attached only after the others settle counts as unhandled.
-      endStep = tx.unsafe(end ? "commit" : "rollback", [], PREPARED).execute()
-        .then(() => {}, (e) => { endError = e; });
+      endStep = sent.then(() => {}, (e) => { endError = e; });
+      steps.push(sent);
       ended = true;
     }
-    const settled = await Promise.allSettled(steps);
-    if (endStep) await endStep;
+    // The first connection error fails the request at once. postgres.js holds back the
+    // statements after one it must describe first (new to the connection) and sends them as
+    // answers arrive; when the connection closes meanwhile it rejects only those it had sent,
+    // and the held-back ones never settle (porsager/postgres#1208). The connection is then
+    // never reused (see RequestConnections.release).
+    const lost = new Promise<never>((_, reject) => {
+      for (const step of steps) step.catch((e: unknown) => { if (isConnectionError(e)) reject(e); });
+    });
+    lost.catch(() => {});
+    const all = Promise.allSettled(endStep ? steps.slice(0, -1) : steps);
+    const settled = await Promise.race([all, lost]);
+    if (endStep) await Promise.race([endStep, lost]);
     const failure = settled.find((s): s is PromiseRejectedResult => s.status === "rejected");
     if (failure) throw failure.reason;
     // COMMIT itself can fail (a deferred constraint, a lost connection): then nothing was kept.

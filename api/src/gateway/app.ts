@@ -23,7 +23,7 @@ import { Upstream, UpstreamFailure, type UpstreamFetch } from "./upstream";
 export interface GatewayOptions {
   config: ApiConfig;
   /** Where /rpc goes: the engine's fetch seam, or global fetch to PostgREST's URL. */
-  upstream: { url: string; fetch: UpstreamFetch; kind: "postgrest" | "engine"; hashing?: { url: string; fetch: UpstreamFetch } };
+  upstream: { url: string; fetch: UpstreamFetch; kind: "postgrest" | "engine" };
   /** Sink for the JSON log lines (default: stdout). */
   log?: (line: string) => void;
   version?: string;
@@ -72,8 +72,6 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   const breaker = new DatabaseBreaker(() => withDeadline(sql`select 1`, 1000), 250, log);
   const upstreamOptions = { timeoutMs: config.upstreamTimeoutMs, buffered: options.upstream.kind === "engine", breaker };
   const upstream = new Upstream(options.upstream.url, options.upstream.fetch, upstreamOptions);
-  const hashing = options.upstream.hashing;
-  const hashingUpstream = hashing ? new Upstream(hashing.url, hashing.fetch, upstreamOptions) : undefined;
   const jwt = new JwtService(config.jwt.secret, config.jwt.audience, config.jwt.accessTokenTtlSeconds);
   const askDatabase = async (token: string) => {
     const response = await upstream.send({
@@ -113,7 +111,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   const admission = new Admission(config.admission.signInConcurrency, config.admission.signInQueue, config.admission.signInQueueTimeoutMs);
   const catalog = new FunctionCatalog(sql, config.schemas, config.anonRole, log);
   const catalogReady = catalog.start();
-  const rpc = new RpcHandler({ config, jwt, sessions, upstream, hashingUpstream, cache, limiter, admission, catalog, log });
+  const rpc = new RpcHandler({ config, jwt, sessions, upstream, cache, limiter, admission, catalog, log });
   const cors = new Cors(config.corsOrigins);
   const oidc = new OidcRoutes({ oidc: config.oidc, rateLimit: config.rateLimit, limiter, sql, redis, log });
   const notesOf = new WeakMap<Request, RequestNotes>();

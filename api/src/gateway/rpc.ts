@@ -24,8 +24,6 @@ export interface RpcDeps {
   jwt: JwtService;
   sessions: SessionGuard;
   upstream: Upstream;
-  /** Where admitted bcrypt calls go when they have a lane of their own (see selectUpstream). */
-  hashingUpstream?: Upstream;
   cache: ResponseCache;
   limiter: RateLimiter;
   admission: Admission;
@@ -95,8 +93,7 @@ export class RpcHandler {
     const release = hashes ? await this.admitSignIn(fn, args, clientAddress) : undefined;
     let response: UpstreamResponse;
     try {
-      const upstream = release ? (this.deps.hashingUpstream ?? this.deps.upstream) : this.deps.upstream;
-      response = await upstream.send(call);
+      response = await this.deps.upstream.send(call);
     } finally {
       release?.();
     }

@@ -1,6 +1,4 @@
 import type { ApiConfig } from "../config";
-import { localBatchScheduling, lowerPriority } from "../db/backend-priority";
-import { isLocalSocket } from "../db/connection";
 import { createEngine } from "../engine";
 import { engineConfigFromEnv } from "../engine/config";
 import { engineFetch, type UpstreamFetch } from "./upstream";
@@ -12,11 +10,6 @@ export interface UpstreamEndpoint {
 
 export interface SelectedUpstream extends UpstreamEndpoint {
   kind: "postgrest" | "engine";
-  /**
-   * Where the bcrypt calls (sign_in, sign_up) go when they have their own lane: an engine whose
-   * PostgreSQL backends run at lower priority. Undefined: they share the main upstream.
-   */
-  hashing?: UpstreamEndpoint;
   close(): Promise<void>;
 }
 
@@ -28,12 +21,8 @@ const ENGINE_URL = "http://engine.internal";
  * configured from the same PGRST_* variables and always with the API's own secret, schemas and
  * anonymous role (so a generated development secret is the one both sides use).
  *
- * With the embedded engine and a PostgreSQL on this machine (a Unix socket URL, as the embedded
- * stack hands out), sign_in and sign_up get a second engine with one connection per admission
- * slot whose backends are reniced (SIGN_IN_BACKEND_NICE): a bcrypt hash keeps a core busy for
- * a quarter of a second, and at equal priority two of them make every other request wait for
- * a core. At lower priority they still get every idle cycle, so sign-in throughput is unchanged
- * when nothing else runs. The engines' backends also run under SCHED_BATCH (DB_BACKEND_BATCH).
+ * Sign-ins share the engine with every other request: what keeps the other routes fast while
+ * they flood in is the gateway's admission control (SIGN_IN_CONCURRENCY hashes at a time).
  */
 export async function selectUpstream(config: ApiConfig, env: Record<string, string | undefined> = process.env): Promise<SelectedUpstream> {
   if (config.postgrestUrl) {
@@ -48,33 +37,6 @@ export async function selectUpstream(config: ApiConfig, env: Record<string, stri
     ...(config.jwt.audience ? { PGRST_JWT_AUD: config.jwt.audience } : {}),
   };
   const databaseUrl = env.PGRST_DB_URI?.trim() || config.databaseUrl;
-  const engineConfig = engineConfigFromEnv(engineEnv);
-  // Scheduling of the backends only where they run on this machine (a Unix socket URL).
-  const engineDatabase = engineConfig.dbUri ?? databaseUrl;
-  const local = isLocalSocket(engineDatabase);
-  const batch = localBatchScheduling(engineDatabase, config.backendBatchScheduling);
-  const engine = await createEngine(engineConfig, { databaseUrl, onBackend: batch });
-  const nice = config.admission.signInBackendNice;
-  if (nice === 0 || !local) return { url: ENGINE_URL, fetch: engineFetch(engine), kind: "engine", close: () => engine.close() };
-
-  const hashing = await createEngine(
-    { ...engineConfig, dbPoolSize: config.admission.signInConcurrency },
-    {
-      databaseUrl,
-      applicationName: "autoaudit-engine-hashing",
-      onBackend: (pid) => {
-        lowerPriority(pid, nice);
-        batch?.(pid);
-      },
-    },
-  );
-  return {
-    url: ENGINE_URL,
-    fetch: engineFetch(engine),
-    kind: "engine",
-    hashing: { url: ENGINE_URL, fetch: engineFetch(hashing) },
-    close: async () => {
-      await Promise.all([engine.close(), hashing.close()]);
-    },
-  };
+  const engine = await createEngine(engineConfigFromEnv(engineEnv), { databaseUrl });
+  return { url: ENGINE_URL, fetch: engineFetch(engine), kind: "engine", close: () => engine.close() };
 }

@@ -1,8 +1,9 @@
 import { randomBytes } from "node:crypto";
 import { mkdirSync } from "node:fs";
+import { availableParallelism } from "node:os";
 import { join, resolve } from "node:path";
 import { loadConfig } from "../config";
-import { startApi, survivePostgresClientRaces, type RunningApi } from "../server";
+import { startApi, type RunningApi } from "../server";
 import { startEmbeddedPostgres, type RunningPostgres } from "./embedded-postgres";
 import { withSocketDir } from "../db/connection";
 import { authenticatorUrl, dbmate, setAuthenticatorPassword } from "./migrate";
@@ -23,7 +24,10 @@ export interface EmbeddedStackOptions {
   log?: (line: string) => void;
   /** Where the API's JSON request log goes (default: stdout). */
   requestLog?: (line: string) => void;
-  /** Extra environment for the API (PGRST_*, rate limits …); defaults to process.env. */
+  /**
+   * Extra environment for the API (PGRST_*, rate limits …); defaults to process.env. Read here:
+   * EMBEDDED_POSTGRES_TCP=true (the API reaches PostgreSQL over TCP instead of its Unix socket).
+   */
   env?: Record<string, string | undefined>;
 }
 
@@ -39,6 +43,10 @@ export interface EmbeddedStack {
   /** The JWT secret in use (generated for this run unless PGRST_JWT_SECRET was set). */
   jwtSecret: string;
   jwtSecretGenerated: boolean;
+  /** Concurrent bcrypt requests the API admits (SIGN_IN_CONCURRENCY; cores − 1 unless set). */
+  signInConcurrency: number;
+  /** How the API reaches PostgreSQL. */
+  transport: "unix-socket" | "tcp";
   api: RunningApi;
   postgres: RunningPostgres;
   redis?: RunningRedis;
@@ -80,7 +88,10 @@ export async function startEmbeddedStack(options: EmbeddedStackOptions = {}): Pr
     await setAuthenticatorPassword(postgres.url, password);
     await applyAccountSettings(postgres.url, env);
     // The API and engine sit next to the server: its Unix socket spares both sides the TCP stack.
-    const appUrl = withSocketDir(authenticatorUrl(postgres.url, password), postgres.dataDir);
+    // EMBEDDED_POSTGRES_TCP=true connects over TCP to 127.0.0.1 instead, as a composed stack does.
+    const tcp = /^(1|true|yes|on)$/i.test(env.EMBEDDED_POSTGRES_TCP?.trim() ?? "");
+    const tcpUrl = authenticatorUrl(postgres.url, password);
+    const appUrl = tcp ? tcpUrl : withSocketDir(tcpUrl, postgres.dataDir);
     log("migrations applied");
 
     let redis: RunningRedis | undefined;
@@ -122,10 +133,11 @@ export async function startEmbeddedStack(options: EmbeddedStackOptions = {}): Pr
       HOST: env.HOST?.trim() || "127.0.0.1",
       PGRST_DB_SCHEMAS: env.PGRST_DB_SCHEMAS ?? "api",
       PGRST_DB_ANON_ROLE: env.PGRST_DB_ANON_ROLE ?? "anon",
+      // PostgreSQL runs on this machine, so a bcrypt hash takes a core the API and the other
+      // requests' backends also need: admit one hash fewer than there are cores.
+      SIGN_IN_CONCURRENCY: env.SIGN_IN_CONCURRENCY?.trim() || String(Math.max(1, availableParallelism() - 1)),
     };
     const config = loadConfig(apiEnv, { development: true, log });
-    // This process now serves the API: a Postgres restart must not take it down.
-    survivePostgresClientRaces();
     const api = await startApi(config, apiEnv, options.requestLog);
     started.push(api);
     log(`api: ${api.url}  (Swagger UI: ${api.url}/docs)`);
@@ -139,6 +151,8 @@ export async function startEmbeddedStack(options: EmbeddedStackOptions = {}): Pr
       redisUrl: redis?.url,
       jwtSecret: config.jwt.secret,
       jwtSecretGenerated: config.jwt.generated,
+      signInConcurrency: config.admission.signInConcurrency,
+      transport: appUrl === tcpUrl ? "tcp" : "unix-socket",
       api,
       postgres,
       redis,
