@@ -246,6 +246,13 @@ try {
       await baseline("select api.issue_token($1) (role anon, read-write tx)", 64, (o) => issueTokenDirect(direct, tokens, o), "each call presents the token the previous call returned");
     }
 
+    // request_password_reset must not tell known addresses from unknown ones, by its answer or its
+    // cost: the same load on each, medians side by side (issue 20).
+    const resetRequests = (addresses: string[]): ShotRequest[] =>
+      addresses.map((email) => ({ path: "/rpc/request_password_reset", method: "POST", body: JSON.stringify({ email }) }));
+    const resetKnown = await run(shot("POST /rpc/request_password_reset, existing addresses", 16, resetRequests(emails)));
+    const resetUnknown = await run(shot("POST /rpc/request_password_reset, unknown addresses", 16, resetRequests(emails.map((e) => `nobody-${e}`))));
+
     // me while sign-in is saturated: the flood runs in its own process (second load generator).
     say(`GET /rpc/me @ 64 during a sign-in flood @ 64 (flood in a second load-generator process)…`);
     const floodSpec: ShotSpec = { ...shot("POST /rpc/sign_in flood, 503s retried at once (concurrent with the row above)", 64, signInRequests), warmupSec: WARMUP + 1, durationSec: DURATION + 1 };
@@ -292,6 +299,11 @@ try {
         met: signIn64.p99 <= 2000 && signIn64.overload.wellFormed === signIn64.overload.count && nonOverloadErrors(signIn64) === 0,
       },
       { target: "me p99 ≤ 100 ms during the sign-in flood", measured: `${ms(meFlood.p99)} ms, ${rate(meFlood.okPerSec)} req/s, errors ${errorCount(meFlood)}`, met: meFlood.p99 <= 100 && errorCount(meFlood) === 0 },
+      {
+        target: "request_password_reset: same answers for existing and unknown addresses, medians side by side",
+        measured: `p50 ${ms(resetKnown.p50)} vs ${ms(resetUnknown.p50)} ms, ${rate(resetKnown.okPerSec)} vs ${rate(resetUnknown.okPerSec)} 2xx/s, errors ${errorCount(resetKnown)} / ${errorCount(resetUnknown)}`,
+        met: errorCount(resetKnown) === 0 && errorCount(resetUnknown) === 0,
+      },
       { ...within3(issue, issueDirectRow), target: "issue_token through the API within 3× of direct SQL" },
       { ...within3(validate, validateDirectRow), target: "validate_token through the API within 3× of direct SQL" },
       uncached

@@ -49,12 +49,15 @@ export function loadSettings(logRequests: boolean): Record<string, string> {
     HOST: "127.0.0.1",
     RATE_LIMIT_IP_MAX: "0",
     RATE_LIMIT_EMAIL_MAX: "0",
+    // The reset scenario compares the answer's cost for known and unknown addresses, not the 429s.
+    PASSWORD_RESET_PER_ADDRESS_MAX: "1000000",
+    PASSWORD_RESET_PER_CLIENT_MAX: "1000000",
     LOG_REQUESTS: logRequests ? "true" : "false",
   };
 }
 
 /** Variables a caller may set to experiment (pool size, admission, cache, sessions); passed through. */
-const PASSTHROUGH = /^(PGRST_|SIGN_IN_|SESSION_|CACHE_|UPSTREAM_|ACCESS_TOKEN_|RATE_LIMIT_|LOG_REQUESTS$|EMBEDDED_POSTGRES_TCP$)/;
+const PASSTHROUGH = /^(PGRST_|SIGN_IN_|SESSION_|CACHE_|UPSTREAM_|ACCESS_TOKEN_|RATE_LIMIT_|PASSWORD_RESET_|LOG_REQUESTS$|EMBEDDED_POSTGRES_TCP$)/;
 
 export interface StackProcess {
   info: StackInfo;
