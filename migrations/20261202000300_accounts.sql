@@ -771,6 +771,19 @@ comment on function api.my_sessions() is 'The signed-in user''s active sessions.
 comment on function api.revoke_session(uuid) is 'Sign out one of your sessions.';
 comment on function api.revoke_other_sessions() is 'Sign out every session but this one.';
 
+-- Access tokens of a session past either lifetime are refused like those of a revoked one
+-- (the gateway asks this at least every SESSION_REDIS_TTL_SECONDS), not only its refreshes.
+create or replace function api.session_active() returns boolean
+language plpgsql stable security definer set search_path = '' as $$
+declare
+  s auth.sessions;
+begin
+  select * into s from auth.sessions
+   where id = auth.claim_uuid('sid') and user_id = auth.claim_uuid('sub');
+  return found and auth.session_alive(s);
+end
+$$;
+
 revoke all on table auth.settings, auth.refresh_key, auth.one_time_tokens, auth.account_events,
   auth.request_throttle, auth.mail_outbox from public;
 revoke all on all functions in schema auth from public;
@@ -790,6 +803,15 @@ notify pgrst, 'reload schema';
 
 -- migrate:down
 set local role auth_admin;
+
+create or replace function api.session_active() returns boolean
+language plpgsql stable security definer set search_path = '' as $$
+begin
+  return exists (
+    select from auth.sessions s
+     where s.id = auth.claim_uuid('sid') and s.user_id = auth.claim_uuid('sub') and s.revoked_at is null);
+end
+$$;
 
 drop function api.revoke_other_sessions();
 drop function api.revoke_session(uuid);

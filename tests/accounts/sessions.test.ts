@@ -1,6 +1,8 @@
 // The user's sessions, their lifetimes and the refresh retry grace, over HTTP. The clock is
 // moved by updating timestamps in SQL, never by sleeping.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import Redis from "ioredis";
+import { testStack } from "../support/stack";
 import { adminSql, call, newUser, signIn, signUp, type Sql, type TestUser } from "./support";
 
 let sql: Sql;
@@ -109,6 +111,24 @@ describe("lifetimes", () => {
     expect(expired.status).toBe(401);
     const listed = await call("/rpc/my_sessions", { token: next.json.access_token });
     expect(listed.json).toEqual([]);
+  });
+
+  test("an access token of a session past its lifetime is refused, though nothing revoked it", async () => {
+    const user = newUser();
+    await signUp(user);
+    const tokens = await signIn(user);
+    const sid = sidOf(tokens.access_token);
+    expect((await call("/rpc/me", { token: tokens.access_token })).status).toBe(200);
+    await sql`update auth.sessions set last_refreshed_at = last_refreshed_at - interval '15 days' where id = ${sid}`;
+    // What the gateway remembers of the session (the local answer lasts 500 ms; Redis's is dropped
+    // here instead of waiting for SESSION_REDIS_TTL_SECONDS): the next check asks the database.
+    const redis = new Redis(testStack().redisUrl);
+    await redis.del(`sess:${sid}`);
+    redis.disconnect();
+    await Bun.sleep(600);
+    const refused = await call("/rpc/me", { token: tokens.access_token });
+    expect(refused.status).toBe(401);
+    expect(refused.json.code).toBe("PGRST303");
   });
 
   test("the settings apply without a restart", async () => {
