@@ -25,7 +25,7 @@ export const EXPLICIT_RULES: Record<string, CacheRule> = {};
  * in the worker, my_tenants when someone else adds the caller, my_invitations when an admin of
  * any tenant invites the caller, and scan must disappear at once for a removed member.
  */
-export const NEVER_CACHED = new Set(["session_active", "validate_token", "me", "my_sessions", "scan", "scan_job", "my_tenants", "my_invitations"]);
+export const NEVER_CACHED = new Set(["session_active", "validate_token", "me", "my_sessions", "scan", "scan_job", "my_tenants", "my_invitations", "my_security_events", "tenant_audit", "verify_audit_trail"]);
 
 /**
  * Writes that name a tenant but evict nothing. decline_invitation changes no answer a member of
