@@ -13,6 +13,18 @@ async function eventsWhere(requestId: string) {
 }
 
 describe("account events", () => {
+  test("an event carries the request id the gateway answered with, also when the caller sent none or a bad one", async () => {
+    for (const headers of [{}, { "X-Request-Id": "not a valid id; drop table" }]) {
+      const user = newUser();
+      const up = await call("/rpc/sign_up", { body: { ...user, first_name: "A", last_name: "B" }, headers });
+      expect(up.status).toBe(200);
+      const answered = up.headers.get("x-request-id")!;
+      expect(answered).toMatch(/^[0-9a-f-]{36}$/);
+      const rows = await eventsWhere(answered);
+      expect(rows.map((r) => r.action)).toEqual(["sign_up"]);
+    }
+  });
+
   test("sign-up, sign-in, a failed sign-in, refresh and sign-out each record one event", async () => {
     const user = newUser();
     let h = traced();

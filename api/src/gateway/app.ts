@@ -152,7 +152,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     const request = withRoutableUrl(incomingRequest);
     const incoming = request.headers.get("x-request-id");
     const requestId = incoming && REQUEST_ID.test(incoming) ? incoming : crypto.randomUUID();
-    const notes: RequestNotes = { clientIp: () => clientIp(request, info, config.trustProxy) };
+    const notes: RequestNotes = { clientIp: () => clientIp(request, info, config.trustProxy), requestId };
     notesOf.set(request, notes);
 
     // Route errors are answered by onError; this catch is for Elysia's own failures.

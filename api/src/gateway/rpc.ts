@@ -17,6 +17,8 @@ export interface RequestNotes {
   cache?: "HIT" | "MISS" | "BYPASS";
   /** The caller's address (computed on demand). */
   clientIp?: () => string | undefined;
+  /** The id this request is answered with (X-Request-Id), sent upstream so the database records it. */
+  requestId?: string;
 }
 
 export interface RpcDeps {
@@ -67,12 +69,13 @@ export class RpcHandler {
     let caller = this.authenticate(request);
     if (caller instanceof Promise) caller = await caller;
     const clientAddress = notes.clientIp?.();
-    if (!rpc) return this.deps.upstream.relay({ method, target, query, schema, headers: request.headers, clientAddress });
+    const requestId = notes.requestId;
+    if (!rpc) return this.deps.upstream.relay({ method, target, query, schema, headers: request.headers, clientAddress, requestId });
 
     const fn = target.rpc;
     if (method !== "POST") {
       if (this.postOnly(schema, fn)) throw gatewayErrors.readOfVolatile(method);
-      const read = { method, target, query, schema, headers: request.headers, clientAddress, parse: false } as const;
+      const read = { method, target, query, schema, headers: request.headers, clientAddress, requestId, parse: false } as const;
       if (method === "GET" && this.cacheable(schema, fn)) return this.cached(request, schema, fn, read, caller, notes);
       return this.deps.upstream.relay(read);
     }
@@ -83,13 +86,13 @@ export class RpcHandler {
     // as possible of the CPU the admitted hashes and every other route need.
     if (hashes && this.deps.admission.full()) throw gatewayErrors.overloaded(1);
     const body = await readArguments(request, this.deps.config.maxBodyBytes);
-    if (!auth) return this.evictingWrites(fn, body, await this.deps.upstream.relay({ method, target, args: body, schema, headers: request.headers, clientAddress }));
+    if (!auth) return this.evictingWrites(fn, body, await this.deps.upstream.relay({ method, target, args: body, schema, headers: request.headers, clientAddress, requestId }));
     // The auth functions' answers are read here (tokens, sessions, limits): they are sent the
     // arguments the function receives (PostgREST calls with an array body's first object).
     const args = calledWith(body);
     // Before the hash: a guessable new password never costs a bcrypt.
     checkNewPassword(fn, args);
-    const call = { method, target, args, schema, headers: request.headers, clientAddress } as const;
+    const call = { method, target, args, schema, headers: request.headers, clientAddress, requestId } as const;
     const release = hashes ? await this.admitSignIn(fn, args, clientAddress) : undefined;
     let response: UpstreamResponse;
     try {

@@ -33,6 +33,8 @@ export interface UpstreamRequest {
    * (request.headers) can trust it.
    */
   clientAddress?: string;
+  /** The gateway's request id (a valid caller id, or one it made): replaces the caller's X-Request-Id. */
+  requestId?: string;
   /**
    * Whether postgrest-js reads the answer into `data` / `error` (default true). False where the
    * gateway only needs the raw answer: postgrest-js then gets an empty body to read, which
@@ -175,6 +177,7 @@ export class Upstream {
       if (value !== null) headers.set(name, value);
     }
     if (request.clientAddress) headers.set("x-forwarded-for", request.clientAddress);
+    if (request.requestId) headers.set("x-request-id", request.requestId);
     // postgrest-js types its fetch as `typeof fetch`, which also carries Bun's static extras.
     const send = fetch as typeof globalThis.fetch;
     if ("rpc" in request.target) {
