@@ -14,7 +14,8 @@ async function eventsWhere(requestId: string) {
 
 describe("account events", () => {
   test("an event carries the request id the gateway answered with, also when the caller sent none or a bad one", async () => {
-    for (const headers of [{}, { "X-Request-Id": "not a valid id; drop table" }]) {
+    const variants: Record<string, string>[] = [{}, { "X-Request-Id": "not a valid id; drop table" }];
+    for (const headers of variants) {
       const user = newUser();
       const up = await call("/rpc/sign_up", { body: { ...user, first_name: "A", last_name: "B" }, headers });
       expect(up.status).toBe(200);
