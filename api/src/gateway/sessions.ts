@@ -65,7 +65,7 @@ export class SessionGuard {
     }
     const trusted = this.active.get(sid);
     if (trusted !== undefined && trusted.until > now && trusted.sub === sub) return true;
-    const flight = `${sid}:${sub}`;
+    const flight = pairKey(sid, sub);
     let lookup = this.inflight.get(flight);
     if (!lookup) {
       lookup = this.lookup(sid, sub, token).finally(() => this.inflight.delete(flight));
