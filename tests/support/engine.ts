@@ -92,5 +92,9 @@ export async function engineRpc(fn: string, args: unknown = {}, options: RpcCall
     new Request(`http://engine/rpc/${encodeURIComponent(fn)}`, { method: "POST", headers, body: JSON.stringify(args) }),
   );
   const text = await response.text();
+  const length = response.headers.get("content-length");
+  if (length !== null && Number(length) !== Buffer.byteLength(text)) {
+    throw new Error(`Content-Length ${length} does not match the body (${Buffer.byteLength(text)} bytes)`);
+  }
   return { status: response.status, headers: Object.fromEntries(response.headers), text, body: text === "" ? undefined : JSON.parse(text) };
 }
