@@ -1,6 +1,6 @@
 import { afterAll, describe, expect, test } from "bun:test";
 import { connectPostgres } from "../../api/src/db/connection";
-import { adminSql, callAs } from "./support";
+import { adminSql, call, callAs } from "./support";
 import { testStack } from "../support/stack";
 
 const sql = adminSql();
@@ -16,10 +16,14 @@ describe("privileges", () => {
     }
   }
 
-  test("anon may not call the signed-in functions", async () => {
-    for (const fn of ["api.me()", "api.revoke_all_tokens()", "api.session_active()"]) {
-      const result = await callAs(sql, "anon", null, (tx) => tx.unsafe(`select ${fn}`));
-      expect(result.error).toMatchObject({ code: "42501", message: `permission denied for function ${fn.slice(4, -2)}` });
+  test("anon may not call the signed-in functions (PostgREST's 401 for the anonymous role)", async () => {
+    for (const fn of ["me", "revoke_all_tokens", "session_active"]) {
+      const result = await call(fn, {});
+      expect({ fn, status: result.status, body: result.body }).toEqual({
+        fn,
+        status: 401,
+        body: { code: "42501", details: null, hint: null, message: `permission denied for function ${fn}` },
+      });
     }
   });
 

@@ -1,7 +1,7 @@
 // The database publishes every revocation: NOTIFY autoaudit_session_revoked {"sid", "sub"},
 // whatever revoked the session (plain SQL, api.revoke_token, a deleted user).
 import { afterAll, beforeAll, expect, test } from "bun:test";
-import { adminSql, callAs, signIn, signUp, uniqueEmail } from "./support";
+import { adminSql, call, signIn, signUp, uniqueEmail, type SignedIn } from "./support";
 
 const admin = adminSql();
 const listener = adminSql();
@@ -27,8 +27,8 @@ async function notified(sid: string, timeoutMs = 2000) {
 
 async function newSession() {
   const email = uniqueEmail("notify");
-  const user = await signUp(admin, email);
-  const session = (await signIn(admin, email)).value!;
+  const user = await signUp(email);
+  const session = (await signIn(email)).body as SignedIn;
   return { user, session };
 }
 
@@ -44,8 +44,8 @@ test("an UPDATE in plain SQL that revokes a session notifies its sid and sub", a
 
 test("api.revoke_token notifies", async () => {
   const { user, session } = await newSession();
-  const result = await callAs(admin, "anon", null, (tx) => tx`select api.revoke_token(${session.refresh_token}) as r`);
-  expect(result.value![0]!.r).toEqual({ session_id: session.session_id });
+  const result = await call("revoke_token", { refresh_token: session.refresh_token });
+  expect({ status: result.status, body: result.body }).toEqual({ status: 200, body: { session_id: session.session_id } });
   expect(await notified(session.session_id)).toEqual([{ sid: session.session_id, sub: user.id }]);
 });
 
@@ -66,7 +66,7 @@ test("a rolled-back revocation and other updates of a session notify nothing; th
 
 test("deleting a user notifies each of its active sessions", async () => {
   const { user, session } = await newSession();
-  const second = (await signIn(admin, user.email)).value!;
+  const second = (await signIn(user.email)).body as SignedIn;
   await admin`delete from auth.users where id = ${user.id}`;
   expect(await notified(session.session_id)).toEqual([{ sid: session.session_id, sub: user.id }]);
   expect(await notified(second.session_id)).toEqual([{ sid: second.session_id, sub: user.id }]);

@@ -2,6 +2,8 @@ import postgres from "postgres";
 import { randomUUID } from "node:crypto";
 import { testStack } from "../support/stack";
 import { connectPostgres } from "../../api/src/db/connection";
+import { mintToken } from "../api/helpers";
+import { accessTokenFor, engineRpc } from "../support/engine";
 
 export type Sql = postgres.Sql;
 
@@ -10,18 +12,13 @@ export function adminSql(): Sql {
   return postgres(testStack().databaseUrl, { max: 8, onnotice: () => {} });
 }
 
-/** The outcome of one call made the way PostgREST makes it: one transaction, role switched, claims set. */
+/** The outcome of SQL run as a role, for privilege checks below the API (tables and helpers it does not expose). */
 export interface CallResult<T> {
   value?: T;
   error?: { code: string; message: string; hint?: string };
-  /** What the function put in response.status, if anything. */
-  responseStatus?: string | null;
 }
 
-/**
- * Calls `query` as `role` with `request.jwt.claims`, as PostgREST would: inside one transaction
- * that is committed when the function returns and rolled back when it raises.
- */
+/** Runs `query` as `role` with `request.jwt.claims` in one transaction (committed when it returns). */
 export async function callAs<T>(
   sql: Sql,
   role: "anon" | "authenticated",
@@ -31,9 +28,7 @@ export async function callAs<T>(
   try {
     return await sql.begin(async (tx) => {
       await tx`select set_config('role', ${role}, true), set_config('request.jwt.claims', ${claims ? JSON.stringify(claims) : ""}, true)`;
-      const value = await query(tx);
-      const [status] = await tx`select nullif(current_setting('response.status', true), '') as s`;
-      return { value, responseStatus: status?.s ?? null };
+      return { value: await query(tx) };
     });
   } catch (error) {
     if (error instanceof postgres.PostgresError) {
@@ -48,74 +43,60 @@ export function uniqueEmail(tag = "user"): string {
 }
 
 export interface SignedIn {
-  user: { id: string; email: string; first_name: string; last_name: string };
+  user: { id: string; email: string; first_name: string; last_name: string; email_verified_at?: string | null };
   session_id: string;
   refresh_token: string;
   refresh_expires_at: string;
 }
 
-export async function signUp(sql: Sql, email: string, password = "correct horse battery") {
-  const result = await callAs(sql, "anon", null, (tx) => tx`select api.sign_up(${email}, ${password}, 'Ada', 'Lovelace') as u`);
-  if (result.error) throw new Error(`sign_up failed: ${result.error.message}`);
-  return result.value![0]!.u as SignedIn["user"];
+/** api.sign_up through the engine; the new user's profile. */
+export async function signUp(email: string, password = "correct horse battery"): Promise<SignedIn["user"]> {
+  const answer = await call("sign_up", { email, password, first_name: "Ada", last_name: "Lovelace" });
+  if (answer.status !== 200) throw new Error(`sign_up failed: ${answer.status} ${JSON.stringify(answer.body)}`);
+  return answer.body;
 }
 
-/**
- * sign_in answers a failed attempt with response.status (a raise would roll back the failure
- * count): such an answer is returned as `error`, the way PostgREST turns it into an error response.
- */
-export async function signIn(sql: Sql, email: string | null, password: string | null = "correct horse battery"): Promise<CallResult<SignedIn>> {
-  const result = await callAs(sql, "anon", null, (tx) => tx`select api.sign_in(${email}, ${password}) as s`);
-  if (result.error) return { error: result.error };
-  const answer = result.value![0]!.s;
-  if (result.responseStatus) return { error: answer as { code: string; message: string; hint?: string }, responseStatus: result.responseStatus };
-  return { value: answer as SignedIn };
-}
-
-export async function issueToken(sql: Sql, token: string) {
-  const result = await callAs(sql, "anon", null, (tx) => tx`select api.issue_token(${token}) as s`);
-  return { ...result, value: result.value?.[0]?.s as SignedIn & { code?: string; details?: string } | undefined };
-}
-
-/** An answer as PostgREST would send it: status, the headers the function chose, the body. */
+/** An answer of the engine: status, headers (lower-case names; Content-Length is checked, then left out) and body. */
 export interface Answer {
   status: number;
   headers: Record<string, string>;
   body: any;
 }
 
-/**
- * api.sign_in called the way PostgREST calls it, as the authenticator: one transaction, role
- * anon, request.headers with X-Forwarded-For `client` (none when undefined), committed when it
- * returns. `settings` are set for this transaction only. A RAISE SQLSTATE 'PGRST' becomes the
- * status, headers and body it asks for; response.status and response.headers are applied.
- */
-export async function sqlSignIn(
-  app: Sql,
-  email: string | null,
-  password: string | null,
-  options: { client?: string; settings?: Record<string, string> } = {},
-): Promise<Answer> {
-  try {
-    return await app.begin(async (tx) => {
-      await tx`set local role anon`;
-      const headers = options.client === undefined ? "{}" : JSON.stringify({ "x-forwarded-for": options.client });
-      await tx`select set_config('request.headers', ${headers}, true)`;
-      for (const [name, value] of Object.entries(options.settings ?? {})) await tx`select set_config(${name}, ${value}, true)`;
-      const [row] = await tx`
-        select api.sign_in(${email}, ${password}) as body,
-               nullif(current_setting('response.status', true), '') as status,
-               nullif(current_setting('response.headers', true), '') as headers`;
-      const extra = row!.headers ? (JSON.parse(row!.headers) as Record<string, string>[]) : [];
-      return { status: row!.status ? Number(row!.status) : 200, headers: Object.assign({}, ...extra), body: row!.body };
-    });
-  } catch (error) {
-    if (error instanceof postgres.PostgresError && error.code === "PGRST") {
-      const detail = JSON.parse(error.detail!) as { status: number; headers: Record<string, string> };
-      return { status: detail.status, headers: detail.headers, body: JSON.parse(error.message) };
-    }
-    throw error;
-  }
+export interface CallOptions {
+  /** Bearer token; none: anonymous. */
+  token?: string;
+  /** X-Forwarded-For, as a proxy in front of the API would send it; none when undefined. */
+  client?: string;
+  /** Database settings of the engine's sessions (see tests/support/engine.ts). */
+  settings?: Record<string, string>;
+}
+
+/** POST /rpc/<fn> through the engine, as the authenticator like PostgREST. */
+export async function call(fn: string, args: Record<string, unknown>, options: CallOptions = {}): Promise<Answer> {
+  const headers: Record<string, string> = options.client === undefined ? {} : { "X-Forwarded-For": options.client };
+  const answer = await engineRpc(fn, args, { token: options.token, headers, settings: options.settings });
+  const { "content-length": _length, ...rest } = answer.headers;
+  return { status: answer.status, headers: rest, body: answer.body };
+}
+
+/** api.sign_in through the engine; a failed attempt is answered (and committed) with response.status, so it counts. */
+export function signIn(email: string | null, password: string | null = "correct horse battery", options: CallOptions = {}): Promise<Answer> {
+  return call("sign_in", { email, password }, options);
+}
+
+export function issueToken(token: string | null): Promise<Answer> {
+  return call("issue_token", { refresh_token: token });
+}
+
+/** An access token for a session `signIn` opened, as the gateway mints it. */
+export function tokenOf(session: SignedIn): Promise<string> {
+  return accessTokenFor(session.user, session.session_id);
+}
+
+/** A token signed with the API's secret carrying exactly `claims` (plus the audience), for claims the gateway never mints. */
+export function tokenWithClaims(claims: Record<string, unknown>): Promise<string> {
+  return mintToken({ aud: testStack().jwtAudience, ...claims });
 }
 
 /** A pool on the test database as the authenticator (what PostgREST and the engine use). */

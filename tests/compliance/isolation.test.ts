@@ -1,6 +1,9 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { randomUUID } from "node:crypto";
-import { adminSql, rpc, rpcOk, submit, tenantWithRules, findings, type TenantFixture } from "./support";
+import { mintToken } from "../api/helpers";
+import { engineRpc } from "../support/engine";
+import { testStack } from "../support/stack";
+import { adminSql, rpc, rpcAnswer, rpcOk, submit, tenantWithRules, findings, type TenantFixture } from "./support";
 
 const sql = adminSql();
 afterAll(() => sql.end());
@@ -11,11 +14,11 @@ let bScanId: string;
 let bJobId: string;
 
 beforeAll(async () => {
-  a = await tenantWithRules(sql, "alice");
-  b = await tenantWithRules(sql, "bob");
-  await submit(sql, a.admin.id, a.tenantId, ["pass", "pass", "fail", "pass", "pass", "pass"]);
-  bScanId = (await submit(sql, b.admin.id, b.tenantId, ["fail", "fail", "fail", "pass", "pass", "pass"])).id;
-  bJobId = (await rpcOk(sql, b.admin.id, "request_scan", { tenant_id: b.tenantId, framework: "cis-m365" })).id;
+  a = await tenantWithRules("alice");
+  b = await tenantWithRules("bob");
+  await submit(a.admin, a.tenantId, ["pass", "pass", "fail", "pass", "pass", "pass"]);
+  bScanId = (await submit(b.admin, b.tenantId, ["fail", "fail", "fail", "pass", "pass", "pass"])).id;
+  bJobId = (await rpcOk(b.admin, "request_scan", { tenant_id: b.tenantId, framework: "cis-m365" })).id;
 });
 
 async function counts() {
@@ -45,12 +48,12 @@ describe("tenant isolation", () => {
     ];
     const before = await counts();
     for (const [fn, args] of calls) {
-      const other = await rpc(sql, a.admin.id, fn, args(b.tenantId));
-      const missing = await rpc(sql, a.admin.id, fn, args(randomUUID()));
+      const other = await rpc(a.admin, fn, args(b.tenantId));
+      const missing = await rpc(a.admin, fn, args(randomUUID()));
       expect({ fn, status: other.status, error: other.error }).toEqual({
         fn,
         status: 404,
-        error: { code: "PT404", message: "tenant not found", detail: undefined, hint: expect.any(String) },
+        error: { code: "PT404", message: "tenant not found", details: null, hint: expect.any(String) },
       });
       expect(other.error).toEqual(missing.error!);
     }
@@ -58,26 +61,26 @@ describe("tenant isolation", () => {
   });
 
   test("a scan or job of tenant B is not found by id, exactly like a random id", async () => {
-    const scan = await rpc(sql, a.admin.id, "scan", { scan_id: bScanId });
-    const random = await rpc(sql, a.admin.id, "scan", { scan_id: randomUUID() });
-    expect(scan).toEqual({ status: 404, error: { code: "PT404", message: "scan not found", detail: undefined, hint: undefined } });
+    const scan = await rpc(a.admin, "scan", { scan_id: bScanId });
+    const random = await rpc(a.admin, "scan", { scan_id: randomUUID() });
+    expect(scan).toEqual({ status: 404, error: { code: "PT404", message: "scan not found", details: null, hint: null } });
     expect(random).toEqual(scan);
-    const job = await rpc(sql, a.admin.id, "scan_job", { job_id: bJobId });
+    const job = await rpc(a.admin, "scan_job", { job_id: bJobId });
     expect(job.status).toBe(404);
-    expect(job.error).toEqual((await rpc(sql, a.admin.id, "scan_job", { job_id: randomUUID() })).error!);
+    expect(job.error).toEqual((await rpc(a.admin, "scan_job", { job_id: randomUUID() })).error!);
     // and B, the owner, does see both
-    expect((await rpcOk(sql, b.admin.id, "scan", { scan_id: bScanId })).id).toBe(bScanId);
-    expect((await rpcOk(sql, b.admin.id, "scan_job", { job_id: bJobId })).id).toBe(bJobId);
+    expect((await rpcOk(b.admin, "scan", { scan_id: bScanId })).id).toBe(bScanId);
+    expect((await rpcOk(b.admin, "scan_job", { job_id: bJobId })).id).toBe(bJobId);
   });
 
   test("a cursor taken from tenant B's listing reveals nothing of B in A's listing", async () => {
-    const bCursor = (await rpcOk(sql, b.admin.id, "list_scans", { tenant_id: b.tenantId })).scans[0].cursor;
-    const page = await rpcOk(sql, a.admin.id, "list_scans", { tenant_id: a.tenantId, before: bCursor + 1 });
+    const bCursor = (await rpcOk(b.admin, "list_scans", { tenant_id: b.tenantId })).scans[0].cursor;
+    const page = await rpcOk(a.admin, "list_scans", { tenant_id: a.tenantId, before: bCursor + 1 });
     expect(page.scans.every((s: { tenant_id: string }) => s.tenant_id === a.tenantId)).toBe(true);
   });
 
   test("my_tenants lists only the caller's tenants", async () => {
-    const mine = await rpcOk(sql, a.admin.id, "my_tenants");
+    const mine = await rpcOk(a.admin, "my_tenants");
     expect(mine).toEqual([{ id: a.tenantId, name: "Tenant of alice", role: "admin", created_at: expect.any(String) }]);
   });
 
@@ -114,16 +117,19 @@ describe("tenant isolation", () => {
   });
 
   test("without a signed-in user: anon may not call, and a token without sub is 401", async () => {
-    const anon = await rpc(sql, null, "latest_scan", { tenant_id: a.tenantId });
-    expect(anon.status).toBe(401);
-    expect(anon.error?.code).toBe("42501");
-    const noSub = await sql
-      .begin(async (tx) => {
-        await tx`select set_config('role', 'authenticated', true), set_config('request.jwt.claims', '{"role":"authenticated"}', true)`;
-        await tx`select api.latest_scan(${a.tenantId}::uuid)`;
-      })
-      .then(() => undefined, (e) => e);
-    expect(noSub?.code).toBe("PT401");
+    // 42501 for the anonymous role is PostgREST's 401 (403 once a token names a role).
+    const anon = await rpcAnswer(null, "latest_scan", { tenant_id: a.tenantId });
+    expect({ status: anon.status, body: anon.body, www: anon.headers["www-authenticate"] }).toEqual({
+      status: 401,
+      body: { code: "42501", details: null, hint: null, message: "permission denied for function latest_scan" },
+      www: "Bearer",
+    });
+    // A valid token of the API's signed without `sub`: the function itself refuses it.
+    const noSub = await engineRpc("latest_scan", { tenant_id: a.tenantId }, { token: await mintToken({ role: "authenticated", aud: testStack().jwtAudience }) });
+    expect({ status: noSub.status, body: noSub.body }).toEqual({
+      status: 401,
+      body: { code: "PT401", details: null, hint: null, message: "sign in required" },
+    });
   });
 
   test("PUBLIC executes no compliance or api function, and anon none of the compliance ones", async () => {

@@ -6,22 +6,22 @@ afterAll(() => sql.end());
 
 describe("list_scans", () => {
   test("paging while scans are added concurrently: every earlier scan exactly once, newest first", async () => {
-    const t = await tenantWithRules(sql, "pager");
+    const t = await tenantWithRules("pager");
     const original: string[] = [];
-    for (let i = 0; i < 23; i++) original.push((await submit(sql, t.admin.id, t.tenantId, [i % 2 ? "pass" : "fail"])).id);
+    for (let i = 0; i < 23; i++) original.push((await submit(t.admin, t.tenantId, [i % 2 ? "pass" : "fail"])).id);
 
     // A second writer keeps adding scans for the whole time the reader pages.
     let writing = true;
     const added: string[] = [];
     const writer = (async () => {
-      while (writing) added.push((await submit(sql, t.admin.id, t.tenantId, ["pass"])).id);
+      while (writing) added.push((await submit(t.admin, t.tenantId, ["pass"])).id);
     })();
 
     const seen: string[] = [];
     let before: number | null = null;
     let pages = 0;
     do {
-      const page: any = await rpcOk(sql, t.admin.id, "list_scans", { tenant_id: t.tenantId, page_size: 4, ...(before ? { before } : {}) });
+      const page: any = await rpcOk(t.admin, "list_scans", { tenant_id: t.tenantId, page_size: 4, ...(before ? { before } : {}) });
       seen.push(...page.scans.map((s: { id: string }) => s.id));
       before = page.next_before;
       pages++;
@@ -41,15 +41,15 @@ describe("list_scans", () => {
   });
 
   test("the last page ends the listing; page_size is bounded", async () => {
-    const t = await tenantWithRules(sql, "pager-bounds");
-    for (let i = 0; i < 4; i++) await submit(sql, t.admin.id, t.tenantId, ["pass"]);
-    const first = await rpcOk(sql, t.admin.id, "list_scans", { tenant_id: t.tenantId, page_size: 2 });
+    const t = await tenantWithRules("pager-bounds");
+    for (let i = 0; i < 4; i++) await submit(t.admin, t.tenantId, ["pass"]);
+    const first = await rpcOk(t.admin, "list_scans", { tenant_id: t.tenantId, page_size: 2 });
     expect(first.scans).toHaveLength(2);
-    const second = await rpcOk(sql, t.admin.id, "list_scans", { tenant_id: t.tenantId, page_size: 2, before: first.next_before });
+    const second = await rpcOk(t.admin, "list_scans", { tenant_id: t.tenantId, page_size: 2, before: first.next_before });
     expect(second.scans).toHaveLength(2);
     expect(second.next_before).toBeNull();
     for (const page_size of [0, -1, 101, null, "ten", 1e12]) {
-      const result = await rpc(sql, t.admin.id, "list_scans", { tenant_id: t.tenantId, page_size });
+      const result = await rpc(t.admin, "list_scans", { tenant_id: t.tenantId, page_size });
       expect({ page_size, status: result.status }).toEqual({ page_size, status: 400 });
     }
   });
@@ -57,7 +57,7 @@ describe("list_scans", () => {
 
 describe("rule_trend", () => {
   test("per-rule results over the last N scans, oldest first, with counts and the latest result", async () => {
-    const t = await tenantWithRules(sql, "trend");
+    const t = await tenantWithRules("trend");
     const history: Result[][] = [
       ["fail", "fail", "pass"],
       ["fail", "pass", "pass"],
@@ -65,9 +65,9 @@ describe("rule_trend", () => {
       ["pass", "fail"],
     ];
     const scans = [];
-    for (const results of history) scans.push(await submit(sql, t.admin.id, t.tenantId, results));
+    for (const results of history) scans.push(await submit(t.admin, t.tenantId, results));
 
-    const trend = await rpcOk(sql, t.admin.id, "rule_trend", { tenant_id: t.tenantId, last_n: 3 });
+    const trend = await rpcOk(t.admin, "rule_trend", { tenant_id: t.tenantId, last_n: 3 });
     expect(trend.scans.map((s: { id: string }) => s.id)).toEqual(scans.slice(1).map((s) => s.id));
     const byRule = Object.fromEntries(trend.rules.map((r: { rule: string }) => [r.rule, r]));
     expect(byRule["1.1.1"]).toMatchObject({ results: ["fail", "pass", "pass"], pass: 2, fail: 1, not_tested: 0, latest: "pass" });
@@ -78,10 +78,10 @@ describe("rule_trend", () => {
   });
 
   test("last_n must be 1 to 100", async () => {
-    const t = await tenantWithRules(sql, "trend-bounds");
+    const t = await tenantWithRules("trend-bounds");
     for (const last_n of [0, 101, null, "x"]) {
-      expect((await rpc(sql, t.admin.id, "rule_trend", { tenant_id: t.tenantId, last_n })).status).toBe(400);
+      expect((await rpc(t.admin, "rule_trend", { tenant_id: t.tenantId, last_n })).status).toBe(400);
     }
-    expect(await rpcOk(sql, t.admin.id, "rule_trend", { tenant_id: t.tenantId })).toEqual({ tenant_id: t.tenantId, scans: [], rules: [] });
+    expect(await rpcOk(t.admin, "rule_trend", { tenant_id: t.tenantId })).toEqual({ tenant_id: t.tenantId, scans: [], rules: [] });
   });
 });

@@ -6,7 +6,7 @@ afterAll(() => sql.end());
 
 let t: TenantFixture;
 beforeAll(async () => {
-  t = await tenantWithRules(sql, "submitter");
+  t = await tenantWithRules("submitter");
 });
 
 async function stored() {
@@ -18,16 +18,16 @@ async function stored() {
 
 describe("submit_scan", () => {
   test("counts and score are computed by the database: pass / (pass + fail), not_tested excluded", async () => {
-    const scan = await submit(sql, t.admin.id, t.tenantId, ["pass", "pass", "pass", "fail", "not_tested", "not_tested"]);
+    const scan = await submit(t.admin, t.tenantId, ["pass", "pass", "pass", "fail", "not_tested", "not_tested"]);
     expect(scan).toMatchObject({ status: "completed", pass_count: 3, fail_count: 1, not_tested_count: 2, score: 75, framework: "cis-m365" });
-    const thirds = await submit(sql, t.admin.id, t.tenantId, ["pass", "fail", "fail"]);
+    const thirds = await submit(t.admin, t.tenantId, ["pass", "fail", "fail"]);
     expect(thirds.score).toBe(33.33);
-    const untested = await submit(sql, t.admin.id, t.tenantId, ["not_tested", "not_tested"]);
+    const untested = await submit(t.admin, t.tenantId, ["not_tested", "not_tested"]);
     expect(untested).toMatchObject({ score: null, pass_count: 0, fail_count: 0, not_tested_count: 2 });
   });
 
   test("a client cannot supply counts or a score", async () => {
-    const result = await rpc(sql, t.admin.id, "submit_scan", {
+    const result = await rpc(t.admin, "submit_scan", {
       tenant_id: t.tenantId,
       framework: "cis-m365",
       findings: [{ rule: "1.1.1", result: "fail", score: 100, pass_count: 9 }],
@@ -36,7 +36,7 @@ describe("submit_scan", () => {
   });
 
   test("latest_scan returns the newest scan with its findings in rule order, priority defaulting to severity", async () => {
-    const submitted = await rpcOk(sql, t.admin.id, "submit_scan", {
+    const submitted = await rpcOk(t.admin, "submit_scan", {
       tenant_id: t.tenantId,
       framework: "cis-m365",
       findings: [
@@ -46,7 +46,7 @@ describe("submit_scan", () => {
       started_at: "2026-11-25T10:00:00Z",
       finished_at: "2026-11-25T10:05:00Z",
     });
-    const latest = await rpcOk(sql, t.admin.id, "latest_scan", { tenant_id: t.tenantId });
+    const latest = await rpcOk(t.admin, "latest_scan", { tenant_id: t.tenantId });
     expect(latest).toMatchObject({
       id: submitted.id,
       score: 50,
@@ -58,22 +58,27 @@ describe("submit_scan", () => {
         { rule: "5.2.2.1", severity: "critical", result: "fail", priority: "critical", evidence: { users_without_mfa: ["a@contoso.com"] } },
       ],
     });
-    expect(await rpcOk(sql, t.admin.id, "scan", { scan_id: submitted.id })).toEqual(latest);
+    expect(await rpcOk(t.admin, "scan", { scan_id: submitted.id })).toEqual(latest);
   });
 
   test("latest_scan of a tenant without scans is null", async () => {
-    const empty = await tenantWithRules(sql, "empty");
-    expect(await rpc(sql, empty.admin.id, "latest_scan", { tenant_id: empty.tenantId })).toEqual({ value: null, status: 200 });
+    const empty = await tenantWithRules("empty");
+    expect(await rpc(empty.admin, "latest_scan", { tenant_id: empty.tenantId })).toEqual({ value: null, status: 200 });
   });
 
   test("one bad finding in the middle: 400 naming it, and nothing is written", async () => {
     const before = await stored();
     const batch = findings(["pass", "fail", "pass", "pass", "fail", "pass"]);
     (batch[3] as Record<string, unknown>).result = "maybe";
-    const result = await rpc(sql, t.admin.id, "submit_scan", { tenant_id: t.tenantId, framework: "cis-m365", findings: batch });
-    expect(result).toMatchObject({
+    const result = await rpc(t.admin, "submit_scan", { tenant_id: t.tenantId, framework: "cis-m365", findings: batch });
+    expect(result).toEqual({
       status: 400,
-      error: { code: "22023", message: "findings[3] result must be one of pass, fail, not_tested", detail: "findings[3]" },
+      error: {
+        code: "22023",
+        message: "findings[3] result must be one of pass, fail, not_tested",
+        details: "findings[3]",
+        hint: "Nothing was recorded; fix the finding and submit the whole scan again.",
+      },
     });
     expect(await stored()).toEqual(before);
   });
@@ -112,7 +117,7 @@ describe("submit_scan", () => {
       { tenant_id: t.tenantId, framework: "cis-m365", findings: good, started_at: "2026-01-02T00:00:00Z", finished_at: "2026-01-01T00:00:00Z" },
     ];
     for (const args of cases) {
-      const result = await rpc(sql, t.admin.id, "submit_scan", args);
+      const result = await rpc(t.admin, "submit_scan", args);
       expect({ args: JSON.stringify(args).slice(0, 160), status: result.status >= 400 && result.status < 500, code: result.error?.code }).toEqual({
         args: JSON.stringify(args).slice(0, 160),
         status: true,
@@ -125,8 +130,8 @@ describe("submit_scan", () => {
 
 describe("rules", () => {
   test("upsert_rules inserts, then updates in place; list_rules keeps the admin's order", async () => {
-    const f = await tenantWithRules(sql, "rules");
-    const again = await rpcOk(sql, f.admin.id, "upsert_rules", {
+    const f = await tenantWithRules("rules");
+    const again = await rpcOk(f.admin, "upsert_rules", {
       tenant_id: f.tenantId,
       framework: "cis-m365",
       rules: [
@@ -135,14 +140,14 @@ describe("rules", () => {
       ],
     });
     expect(again).toEqual({ tenant_id: f.tenantId, framework: "cis-m365", inserted: 1, updated: 1, unchanged: 0 });
-    const rules = await rpcOk(sql, f.admin.id, "list_rules", { tenant_id: f.tenantId, framework: "cis-m365" });
+    const rules = await rpcOk(f.admin, "list_rules", { tenant_id: f.tenantId, framework: "cis-m365" });
     expect(rules).toHaveLength(DEMO_RULES.length + 1);
     expect(rules[0]).toMatchObject({ key: "1.1.1", severity: "critical", description: "Hybrid admins widen the attack surface." });
   });
 
   test("one bad rule rejects the whole upsert", async () => {
-    const f = await tenantWithRules(sql, "rules-bad");
-    const before = await rpcOk(sql, f.admin.id, "list_rules", { tenant_id: f.tenantId });
+    const f = await tenantWithRules("rules-bad");
+    const before = await rpcOk(f.admin, "list_rules", { tenant_id: f.tenantId });
     for (const rules of [
       [{ key: "1.1.1", title: "changed", severity: "low" }, { key: "2.2", title: "", severity: "low" }],
       [{ key: "1.1.1", title: "changed", severity: "low" }, { key: "bad key!", title: "t", severity: "low" }],
@@ -153,9 +158,9 @@ describe("rules", () => {
       [],
       { key: "1.1.1" },
     ]) {
-      const result = await rpc(sql, f.admin.id, "upsert_rules", { tenant_id: f.tenantId, framework: "cis-m365", rules });
+      const result = await rpc(f.admin, "upsert_rules", { tenant_id: f.tenantId, framework: "cis-m365", rules });
       expect(result).toMatchObject({ status: 400, error: { code: "22023" } });
     }
-    expect(await rpcOk(sql, f.admin.id, "list_rules", { tenant_id: f.tenantId })).toEqual(before);
+    expect(await rpcOk(f.admin, "list_rules", { tenant_id: f.tenantId })).toEqual(before);
   });
 });

@@ -1,5 +1,9 @@
+// The compliance functions called as clients call them: through the engine (tests/support/engine.ts),
+// as users signed in with api.sign_in and holding the access token the gateway mints for that
+// session. Statuses, headers and bodies are the engine's; this file maps no SQLSTATE to a status.
 import postgres from "postgres";
 import { randomUUID } from "node:crypto";
+import { accessTokenFor, engineRpc } from "../support/engine";
 import { testStack } from "../support/stack";
 
 export type Sql = postgres.Sql;
@@ -8,127 +12,69 @@ export function adminSql(max = 8): Sql {
   return postgres(testStack().databaseUrl, { max, onnotice: () => {} });
 }
 
+/** PostgREST's error body, as the engine sends it. */
 export interface RpcError {
   code: string;
   message: string;
-  detail?: string;
-  hint?: string;
+  details: string | null;
+  hint: string | null;
 }
 
+/** The engine's answer to POST /rpc/<fn>: the status with the body as `value` (2xx) or `error`. */
 export interface RpcResult<T = any> {
+  status: number;
   value?: T;
   error?: RpcError;
-  /** The HTTP status PostgREST would answer with. */
-  status: number;
-}
-
-/**
- * PostgREST's SQLSTATE → HTTP mapping for the codes these functions can raise (see its docs,
- * "Errors"), so tests can assert "a client error, never a 500" at the SQL level.
- */
-export function httpStatusOf(code: string, role: "anon" | "authenticated"): number {
-  const custom = /^PT(\d{3})$/.exec(code);
-  if (custom) return Number(custom[1]);
-  if (code === "42501") return role === "anon" ? 401 : 403;
-  if (code === "23503" || code === "23505") return 409;
-  if (code === "42883" || code === "42P01") return 404;
-  if (code === "P0001") return 400;
-  if (/^(08|53)/.test(code)) return 503;
-  if (/^(09|0L|0P|25|2D|38|39|3B|40|54|55|57|58|F0|HV|P0|XX)/.test(code)) return code.startsWith("0L") || code.startsWith("0P") ? 403 : 500;
-  return 400;
-}
-
-/** `RAISE SQLSTATE 'PGRST'`: the status is in the JSON of its DETAIL (500 when it does not parse, as PostgREST's PGRST121). */
-export function pgrstStatusOf(detail: string | undefined): number {
-  try {
-    const status = JSON.parse(detail ?? "").status;
-    return typeof status === "number" ? status : 500;
-  } catch {
-    return 500;
-  }
-}
-
-const signatures = new Map<string, Map<string, string>>();
-
-/** Argument names and types of api.<fn>, as PostgREST's schema cache would know them. */
-async function signatureOf(sql: Sql, fn: string): Promise<Map<string, string>> {
-  let sig = signatures.get(fn);
-  if (!sig) {
-    const rows = await sql`
-      select a.name, format_type(a.type, null) as type
-        from pg_proc p, unnest(p.proargnames, p.proargtypes::oid[]) as a (name, type)
-       where p.pronamespace = 'api'::regnamespace and p.proname = ${fn}`;
-    sig = new Map(rows.map((r) => [r.name as string, r.type as string]));
-    signatures.set(fn, sig);
-  }
-  return sig;
-}
-
-/**
- * Calls api.<fn> the way PostgREST does: one transaction, `set local role`, the JWT claims in
- * request.jwt.claims, named arguments taken from a JSON body through json_to_record (so a
- * wrong type fails in the database exactly as it would behind PostgREST).
- */
-export async function rpc<T = any>(
-  sql: Sql,
-  userId: string | null,
-  fn: string,
-  args: Record<string, unknown> = {},
-): Promise<RpcResult<T>> {
-  const role = userId ? "authenticated" : "anon";
-  const sig = await signatureOf(sql, fn);
-  const names = Object.keys(args);
-  for (const name of names) if (!sig.has(name)) throw new Error(`api.${fn} has no argument ${name}`);
-  const quote = (id: string) => `"${id.replaceAll('"', '""')}"`;
-  const call = names.length
-    ? `select api.${quote(fn)}(${names.map((n) => `${quote(n)} => x.${quote(n)}`).join(", ")}) as v
-         from json_to_record($1::json) as x(${names.map((n) => `${quote(n)} ${sig.get(n)}`).join(", ")})`
-    : `select api.${quote(fn)}() as v`;
-  try {
-    const value = await sql.begin(async (tx) => {
-      await tx`select set_config('role', ${role}, true),
-                      set_config('request.jwt.claims', ${userId ? JSON.stringify({ sub: userId, role }) : ""}, true)`;
-      const rows = await tx.unsafe(call, names.length ? [args as postgres.JSONValue] : []);
-      return rows[0]?.v as T;
-    });
-    return { value: value as T, status: 200 };
-  } catch (error) {
-    if (error instanceof postgres.PostgresError) {
-      return {
-        error: { code: error.code, message: error.message, detail: error.detail, hint: error.hint },
-        status: error.code === "PGRST" ? pgrstStatusOf(error.detail) : httpStatusOf(error.code, role),
-      };
-    }
-    throw error;
-  }
-}
-
-/** Like rpc, but fails the test with the database's message when the call fails. */
-export async function rpcOk<T = any>(sql: Sql, userId: string | null, fn: string, args: Record<string, unknown> = {}): Promise<T> {
-  const result = await rpc<T>(sql, userId, fn, args);
-  if (result.error) throw new Error(`api.${fn} failed: ${result.error.code} ${result.error.message}`);
-  return result.value as T;
 }
 
 export interface TestUser {
   id: string;
   email: string;
+  /** An access token of a session of the user's, as the gateway mints it. */
+  token: string;
 }
 
-export async function newUser(sql: Sql, tag = "user"): Promise<TestUser> {
+/** The whole answer (headers too) of api.<fn> called through the engine as `user` (null: anonymous). */
+export async function rpcAnswer(user: TestUser | null, fn: string, args: Record<string, unknown> = {}, options: { settings?: Record<string, string> } = {}) {
+  const answer = await engineRpc(fn, args, { token: user?.token, settings: options.settings });
+  // The engine answers a call no function matches with 404 too: a test's typo must not pass for
+  // a function's own 404.
+  if (answer.body?.code === "PGRST202") throw new Error(`no api.${fn} takes (${Object.keys(args).join(", ")}): ${answer.text}`);
+  return answer;
+}
+
+/** api.<fn> through the engine as `user` (null: anonymous), with `args` as the JSON body. */
+export async function rpc<T = any>(user: TestUser | null, fn: string, args: Record<string, unknown> = {}, options: { settings?: Record<string, string> } = {}): Promise<RpcResult<T>> {
+  const answer = await rpcAnswer(user, fn, args, options);
+  return answer.status >= 200 && answer.status < 300
+    ? { status: answer.status, value: answer.body as T }
+    : { status: answer.status, error: answer.body as RpcError };
+}
+
+/** Like rpc, but fails the test with the engine's answer when the call fails. */
+export async function rpcOk<T = any>(user: TestUser | null, fn: string, args: Record<string, unknown> = {}): Promise<T> {
+  const result = await rpc<T>(user, fn, args);
+  if (result.status !== 200) throw new Error(`api.${fn} failed: ${result.status} ${JSON.stringify(result.error)}`);
+  return result.value as T;
+}
+
+/** Signs in through the engine (api.sign_in) and takes the access token the gateway would mint for that session. */
+export async function signInUser(email: string, password: string): Promise<TestUser> {
+  const session = await rpcOk<{ user: { id: string; email: string; email_verified_at: string | null }; session_id: string }>(null, "sign_in", { email, password });
+  return { id: session.user.id, email: session.user.email, token: await accessTokenFor(session.user, session.session_id) };
+}
+
+export const PASSWORD = "correct horse battery";
+
+export async function newUser(tag = "user"): Promise<TestUser> {
   const email = `${tag}-${randomUUID()}@example.com`;
-  const user = await rpcOk<{ id: string; email: string }>(sql, null, "sign_up", {
-    email,
-    password: "correct horse battery",
-    first_name: "Test",
-    last_name: tag,
-  });
-  return { id: user.id, email: user.email };
+  await rpcOk(null, "sign_up", { email, password: PASSWORD, first_name: "Test", last_name: tag });
+  return signInUser(email, PASSWORD);
 }
 
 /** An admin invites `email` to the tenant (api.add_member); the invitation's answer. */
-export async function invite(sql: Sql, adminId: string, tenantId: string, email: string, role: string) {
-  return rpcOk<{ tenant_id: string; email: string; role: string; status: string; expires_at: string }>(sql, adminId, "add_member", {
+export async function invite(admin: TestUser, tenantId: string, email: string, role: string) {
+  return rpcOk<{ tenant_id: string; email: string; role: string; status: string; expires_at: string }>(admin, "add_member", {
     tenant_id: tenantId,
     email,
     role,
@@ -139,9 +85,9 @@ export async function invite(sql: Sql, adminId: string, tenantId: string, email:
  * Makes `user` a member of the tenant the only way there is: the admin invites their address
  * (as typed: `email`, default the user's own) and the user accepts.
  */
-export async function addMember(sql: Sql, adminId: string, tenantId: string, user: TestUser, role: string, email = user.email) {
-  await invite(sql, adminId, tenantId, email, role);
-  return rpcOk<{ tenant_id: string; role: string; previous_role: string | null }>(sql, user.id, "accept_invitation", { tenant_id: tenantId });
+export async function addMember(admin: TestUser, tenantId: string, user: TestUser, role: string, email = user.email) {
+  await invite(admin, tenantId, email, role);
+  return rpcOk<{ tenant_id: string; role: string; previous_role: string | null }>(user, "accept_invitation", { tenant_id: tenantId });
 }
 
 export const DEMO_RULES = [
@@ -159,10 +105,10 @@ export interface TenantFixture {
 }
 
 /** A user who admins a fresh tenant with DEMO_RULES loaded for framework cis-m365. */
-export async function tenantWithRules(sql: Sql, tag = "admin"): Promise<TenantFixture> {
-  const admin = await newUser(sql, tag);
-  const tenant = await rpcOk<{ id: string }>(sql, admin.id, "create_tenant", { name: `Tenant of ${tag}` });
-  await rpcOk(sql, admin.id, "upsert_rules", { tenant_id: tenant.id, framework: "cis-m365", rules: DEMO_RULES });
+export async function tenantWithRules(tag = "admin"): Promise<TenantFixture> {
+  const admin = await newUser(tag);
+  const tenant = await rpcOk<{ id: string }>(admin, "create_tenant", { name: `Tenant of ${tag}` });
+  await rpcOk(admin, "upsert_rules", { tenant_id: tenant.id, framework: "cis-m365", rules: DEMO_RULES });
   return { admin, tenantId: tenant.id };
 }
 
@@ -173,8 +119,8 @@ export function findings(results: Result[], extra: Record<string, unknown> = {})
   return results.map((result, i) => ({ rule: DEMO_RULES[i]!.key, result, evidence: { checked: DEMO_RULES[i]!.key }, ...extra }));
 }
 
-export async function submit(sql: Sql, userId: string, tenantId: string, results: Result[]) {
-  return rpcOk<{ id: string; score: number | null; cursor: number }>(sql, userId, "submit_scan", {
+export async function submit(user: TestUser, tenantId: string, results: Result[]) {
+  return rpcOk<{ id: string; score: number | null; cursor: number }>(user, "submit_scan", {
     tenant_id: tenantId,
     framework: "cis-m365",
     findings: findings(results),

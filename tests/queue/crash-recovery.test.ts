@@ -56,7 +56,7 @@ const logLines = (file: string) => {
 
 describe.if(embedded)("scan-job queue guarantees", () => {
   test("a worker killed with SIGKILL mid-job: another worker reclaims it and finishes it exactly once", async () => {
-    const t = await queueTenant(sql, "queue-crash");
+    const t = await queueTenant("queue-crash");
     const stream = testStream();
     const logFile = join(scratch, "crash.log");
     const redis = fastFailRedis(testStack().redisUrl);
@@ -64,7 +64,7 @@ describe.if(embedded)("scan-job queue guarantees", () => {
     const a = spawnWorker("worker-a", stream, "block", logFile);
     let b: ReturnType<typeof spawnWorker> | undefined;
     try {
-      const jobId = await requestScan(sql, t, { block: true });
+      const jobId = await requestScan(t, { block: true });
       // A has the job and its handler is blocked inside it.
       const running = await waitFor("worker A to be running the job", async () => {
         const row = await jobRow(sql, jobId);
@@ -108,7 +108,7 @@ describe.if(embedded)("scan-job queue guarantees", () => {
   }, 60_000);
 
   test("Redis down when a scan is requested: the job waits in Postgres and runs when Redis returns", async () => {
-    const t = await queueTenant(sql, "queue-redis-down");
+    const t = await queueTenant("queue-redis-down");
     const stream = testStream();
     let server = await startRedisServer();
     const port = server.port;
@@ -120,7 +120,7 @@ describe.if(embedded)("scan-job queue guarantees", () => {
       worker.start();
       await server.stop();
 
-      const jobId = await requestScan(sql, t);
+      const jobId = await requestScan(t);
       expect(await relay.flush()).toBe(0);
       await Bun.sleep(300);
       expect(await jobRow(sql, jobId)).toMatchObject({ status: "queued", published_at: null, attempts: 0 });
@@ -139,9 +139,9 @@ describe.if(embedded)("scan-job queue guarantees", () => {
   }, 60_000);
 
   test("a running job whose stream entry was lost (Redis restarted empty) is requeued by the sweep and finished", async () => {
-    const t = await queueTenant(sql, "queue-lost-entry");
+    const t = await queueTenant("queue-lost-entry");
     const stream = testStream();
-    const jobId = await requestScan(sql, t);
+    const jobId = await requestScan(t);
     // A worker took the job and died, and Redis lost the entry with it: only Postgres remembers.
     await sql`select compliance.mark_job_published(${jobId}::uuid, '1-1')`;
     const store = new JobStore(sql);

@@ -23,12 +23,12 @@ export function fastFailRedis(url: string): Redis {
   return redis;
 }
 
-export async function queueTenant(sql: postgres.Sql, tag = "queue"): Promise<TenantFixture> {
-  return tenantWithRules(sql, tag);
+export async function queueTenant(tag = "queue"): Promise<TenantFixture> {
+  return tenantWithRules(tag);
 }
 
-export async function requestScan(sql: postgres.Sql, t: TenantFixture, options: Record<string, unknown> = {}): Promise<string> {
-  const job = await rpcOk<{ id: string; status: string }>(sql, t.admin.id, "request_scan", { tenant_id: t.tenantId, framework: "cis-m365", options });
+export async function requestScan(t: TenantFixture, options: Record<string, unknown> = {}): Promise<string> {
+  const job = await rpcOk<{ id: string; status: string }>(t.admin, "request_scan", { tenant_id: t.tenantId, framework: "cis-m365", options });
   return job.id;
 }
 

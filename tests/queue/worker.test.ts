@@ -28,23 +28,23 @@ function startPair(stream: string, handler: ScanJobHandler, extra: Partial<Const
 
 describe("scan-job queue, in process", () => {
   test("request_scan → relay publishes → worker runs the handler → done with a recorded scan, entry acknowledged", async () => {
-    const t = await queueTenant(sql, "queue-happy");
+    const t = await queueTenant("queue-happy");
     const stream = testStream();
     const recorded: string[] = [];
     const { relay, worker } = startPair(stream, new SimulatedScanHandler(), { onScanRecorded: (tenant) => void recorded.push(tenant) });
     await relay.start();
     worker.start();
 
-    const jobId = await requestScan(sql, t);
+    const jobId = await requestScan(t);
     const done = await waitFor("the job to be done", async () => {
-      const job = await rpcOk(sql, t.admin.id, "scan_job", { job_id: jobId });
+      const job = await rpcOk(t.admin, "scan_job", { job_id: jobId });
       return job.status === "done" ? job : null;
     });
     const scanId = done.scan_id as string;
     expect(typeof scanId).toBe("string");
     expect(done).toMatchObject({ attempts: 1, error: null });
     expect(done.published_at).not.toBeNull();
-    const latest = await rpcOk(sql, t.admin.id, "latest_scan", { tenant_id: t.tenantId });
+    const latest = await rpcOk(t.admin, "latest_scan", { tenant_id: t.tenantId });
     expect(latest.id).toBe(scanId);
     expect(latest.findings).toHaveLength(6);
     expect(latest.submitted_by).toBe(t.admin.id);
@@ -54,9 +54,9 @@ describe("scan-job queue, in process", () => {
   }, 30_000);
 
   test("the same job delivered twice is handled once; the duplicate entry is acknowledged", async () => {
-    const t = await queueTenant(sql, "queue-dup");
+    const t = await queueTenant("queue-dup");
     const stream = testStream();
-    const jobId = await requestScan(sql, t);
+    const jobId = await requestScan(t);
     // published by hand, twice, as a relay that crashed between XADD and its commit would
     const first = await publishJob(redis, jobId, stream);
     await publishJob(redis, jobId, stream);
@@ -77,7 +77,7 @@ describe("scan-job queue, in process", () => {
   }, 30_000);
 
   test("a failing attempt goes back through the outbox and is retried; a permanent error fails the job", async () => {
-    const t = await queueTenant(sql, "queue-retry");
+    const t = await queueTenant("queue-retry");
     const stream = testStream();
     const attempts: number[] = [];
     const { relay, worker } = startPair(stream, {
@@ -91,19 +91,19 @@ describe("scan-job queue, in process", () => {
     await relay.start();
     worker.start();
 
-    const retried = await requestScan(sql, t);
+    const retried = await requestScan(t);
     const job = await waitForJobStatus(sql, retried, "done", "the retried job to be done");
     expect(job).toMatchObject({ attempts: 2, error: null });
     expect(attempts).toEqual([1, 2]);
 
-    const permanent = await requestScan(sql, t, { permanent: true });
+    const permanent = await requestScan(t, { permanent: true });
     const failed = await waitForJobStatus(sql, permanent, "failed", "the job to fail");
     expect(failed).toMatchObject({ attempts: 1, error: "tenant credentials revoked", scan_id: null });
     await waitFor("entries to be acknowledged", async () => (await pendingCount(redis, stream, SCAN_JOB_GROUP)) === 0);
   }, 30_000);
 
   test("findings the database rejects fail the job without recording anything", async () => {
-    const t = await queueTenant(sql, "queue-bad-findings");
+    const t = await queueTenant("queue-bad-findings");
     const stream = testStream();
     const { relay, worker } = startPair(stream, {
       async handle() {
@@ -112,14 +112,14 @@ describe("scan-job queue, in process", () => {
     });
     await relay.start();
     worker.start();
-    const jobId = await requestScan(sql, t);
+    const jobId = await requestScan(t);
     const failed = await waitForJobStatus(sql, jobId, "failed", "the job to fail");
     expect(failed.error).toContain("findings[1] rule no-such-rule is not a rule");
     expect((await sql`select count(*)::int as n from compliance.scans where tenant_id = ${t.tenantId}`)[0]!.n).toBe(0);
   }, 30_000);
 
   test("an attempt over its time limit is aborted and retried, even if the handler ignores the signal", async () => {
-    const t = await queueTenant(sql, "queue-timeout");
+    const t = await queueTenant("queue-timeout");
     const stream = testStream();
     const attempts: number[] = [];
     const { relay, worker } = startPair(
@@ -135,15 +135,15 @@ describe("scan-job queue, in process", () => {
     );
     await relay.start();
     worker.start();
-    const jobId = await requestScan(sql, t);
+    const jobId = await requestScan(t);
     const done = await waitForJobStatus(sql, jobId, "done", "the retried job to be done");
     expect(done.attempts).toBe(2);
     expect(attempts).toEqual([1, 2]);
   }, 30_000);
 
   test("the scan_worker role may run the queue functions and nothing else", async () => {
-    const t = await queueTenant(sql, "queue-role");
-    const jobId = await requestScan(sql, t);
+    const t = await queueTenant("queue-role");
+    const jobId = await requestScan(t);
     const asWorker = (fn: (tx: any) => Promise<any>): Promise<any> =>
       sql.begin(async (tx) => {
         await tx`set local role scan_worker`;
@@ -166,7 +166,7 @@ describe("scan-job queue, in process", () => {
   });
 
   test("request_scan checks its input and the caller's role", async () => {
-    const t = await queueTenant(sql, "queue-input");
+    const t = await queueTenant("queue-input");
     const { rpc } = await import("../compliance/support");
     for (const args of [
       { tenant_id: t.tenantId, framework: "no-rules-here" },
@@ -174,7 +174,7 @@ describe("scan-job queue, in process", () => {
       { tenant_id: t.tenantId, framework: "cis-m365", options: { blob: "x".repeat(20_000) } },
       { tenant_id: t.tenantId, framework: null },
     ]) {
-      expect((await rpc(sql, t.admin.id, "request_scan", args)).status).toBe(400);
+      expect((await rpc(t.admin, "request_scan", args)).status).toBe(400);
     }
   }, 30_000);
 });

@@ -2,6 +2,7 @@
 // environment points at a running stack, and tears it down after the last test.
 // When the stack cannot start, the run stops here with one message: no test waits for it.
 import { afterAll } from "bun:test";
+import { closeStackEngines } from "./engine";
 import { startTestStack } from "./stack";
 
 const stack = await startTestStack().catch((error: unknown) => {
@@ -10,5 +11,6 @@ const stack = await startTestStack().catch((error: unknown) => {
   process.exit(1);
 });
 afterAll(async () => {
+  await closeStackEngines();
   await stack.stop();
 });
