@@ -19,7 +19,8 @@ const FAILED: Answer = { status: 401, headers: { "WWW-Authenticate": "Bearer", "
 function throttled(seconds: number): Answer {
   return {
     status: 429,
-    headers: { "Retry-After": String(seconds) },
+    // answered through response.headers (so the refusal is recorded): what the engine added to a raised PT429
+    headers: { "Retry-After": String(seconds), "Proxy-Status": "PostgREST; error=PT429" },
     body: { code: "PT429", message: "too many failed sign-ins", details: null, hint: `Retry after ${seconds} seconds.` },
   };
 }
