@@ -24,7 +24,7 @@ const FAILED: Answer = {
 function throttled(seconds: number): Answer {
   return {
     status: 429,
-    // RAISE SQLSTATE 'PGRST': the function's headers plus those of every PostgREST error.
+    // Answered through response.status/headers (so the refusal is recorded), byte for byte a raised PT429.
     headers: { "content-type": "application/json; charset=utf-8", "proxy-status": "PostgREST; error=PT429", "retry-after": String(seconds) },
     body: { code: "PT429", message: "too many failed sign-ins", details: null, hint: `Retry after ${seconds} seconds.` },
   };

@@ -14,9 +14,13 @@
 //   SCAN_WORKER_DB_ROLE      role the connections switch to (default scan_worker: the queue
 //                            functions and nothing else, even when the URL is a superuser's);
 //                            empty to stay the URL's role
+//   AUDIT_RETENTION_DAYS     prune the audit trail of events older than this, hourly (unset:
+//                            keep forever); as audit_pruner over AUDIT_PRUNE_DATABASE_URL
+//                            (default: the worker's URL), see api/src/cli/audit-prune.ts
 import { resolve } from "node:path";
 import Redis from "ioredis";
 import { connectPostgres } from "../db/connection";
+import { connectPruner, pruneAuditTrail, retentionDays } from "./audit-prune";
 import { connectRedis } from "../gateway/redis";
 import { RedisResponseCache } from "../gateway/cache";
 import { OutboxRelay } from "../queue/relay";
@@ -70,6 +74,7 @@ async function main() {
   const name = env("SCAN_WORKER_NAME") ?? defaultWorkerName();
   const stream = env("SCAN_JOB_STREAM") ?? SCAN_JOB_STREAM;
 
+  const retention = retentionDays(process.env.AUDIT_RETENTION_DAYS);
   const jobTimeoutMs = intEnv("SCAN_JOB_TIMEOUT_MS", 15 * 60_000, 1000, 24 * 3_600_000);
   const dbRole = process.env.SCAN_WORKER_DB_ROLE?.trim() ?? "scan_worker";
   // `role` as a startup parameter: every connection (the LISTEN one too) starts as that role.
@@ -104,6 +109,17 @@ async function main() {
 
   await relay?.start();
   worker.start();
+  const pruner = retention === undefined ? undefined : connectPruner(env("AUDIT_PRUNE_DATABASE_URL") ?? databaseUrl);
+  const prune = async () => {
+    try {
+      const result = await pruneAuditTrail(pruner!, retention!);
+      log({ event: "audit_trail_pruned", retention_days: retention, pruned_events: result.pruned_events, chains: result.chains.length });
+    } catch (error) {
+      log({ event: "audit_prune_failed", error: error instanceof Error ? error.message : String(error) });
+    }
+  };
+  const pruneTimer = pruner ? setInterval(prune, 3_600_000) : undefined;
+  if (pruner) void prune();
   const [who] = await sql`select current_user as role`;
   log({ event: "scan_worker_started", worker: name, stream, db_role: who?.role, claim_idle_ms: claimIdleMs, heartbeat_ms: heartbeatMs, relay: Boolean(relay) });
 
@@ -112,11 +128,13 @@ async function main() {
     if (stopping) return;
     stopping = true;
     log({ event: "scan_worker_stopping", worker: name, signal });
+    clearInterval(pruneTimer);
     await worker.stop();
     await relay?.stop();
     relayRedis.disconnect();
     await redisLink.close();
     await sql.end({ timeout: 5 });
+    await pruner?.end({ timeout: 5 });
     process.exit(0);
   };
   process.on("SIGINT", () => void stop("SIGINT"));
