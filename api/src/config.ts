@@ -61,6 +61,14 @@ export interface ApiConfig {
   maxBodyBytes: number;
   /** OpenID Connect sign-in (/auth/authorize, /auth/callback): gateway/oidc/config.ts. */
   oidc: OidcConfig;
+  /** Multi-factor authentication (the mfa_* functions): see loadMfaConfig. */
+  mfa: MfaConfig;
+}
+
+export interface MfaConfig {
+  enabled: boolean;
+  /** MFA_ENCRYPTION_KEY: sent to the SQL functions that encrypt and decrypt TOTP secrets; never stored. */
+  key: string;
 }
 
 export class ConfigError extends Error {
@@ -174,7 +182,37 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     upstreamTimeoutMs: int("UPSTREAM_TIMEOUT_MS", 10_000, 100, 600_000),
     maxBodyBytes: int("MAX_BODY_BYTES", 1_048_576, 1024, 1_073_741_824),
     oidc: loadOidcConfig(read, bool, problems),
+    mfa: loadMfaConfig(read, bool, problems, options),
   };
   if (problems.length) throw new ConfigError(problems);
   return config;
+}
+
+const MIN_MFA_KEY_LENGTH = 32;
+const MIN_MFA_KEY_DISTINCT = 12;
+
+/**
+ * MFA is on when MFA_ENCRYPTION_KEY is set (or MFA_ENABLED=true); on, the key is required and
+ * must not be weak (32+ characters, 12+ distinct ones). `MFA_ENABLED=true bun run dev` without a
+ * key makes one up for the run (factors enrolled then stop working on restart) and says so.
+ */
+function loadMfaConfig(
+  read: (name: string) => string | undefined,
+  bool: (name: string, fallback: boolean) => boolean,
+  problems: string[],
+  options: LoadConfigOptions,
+): MfaConfig {
+  let key = read("MFA_ENCRYPTION_KEY");
+  const enabled = bool("MFA_ENABLED", key !== undefined);
+  if (!enabled) return { enabled, key: "" };
+  if (!key && options.development) {
+    key = randomBytes(32).toString("base64url");
+    (options.log ?? console.log)("MFA_ENCRYPTION_KEY is not set: generated a random one for this run (factors enrolled now stop working on restart)");
+  }
+  if (!key) {
+    problems.push(`MFA_ENCRYPTION_KEY is required when MFA_ENABLED is on: at least ${MIN_MFA_KEY_LENGTH} random characters (e.g. \`openssl rand -base64 48\`); or set MFA_ENABLED=false`);
+  } else if (key.length < MIN_MFA_KEY_LENGTH || new Set(key).size < MIN_MFA_KEY_DISTINCT) {
+    problems.push(`MFA_ENCRYPTION_KEY is too weak: at least ${MIN_MFA_KEY_LENGTH} characters with ${MIN_MFA_KEY_DISTINCT} or more distinct ones are required (e.g. \`openssl rand -base64 48\`)`);
+  }
+  return { enabled, key: key ?? "" };
 }

@@ -22,7 +22,7 @@ describe("the whole flow", () => {
     expect(signedIn.status).toBe(200);
     expect(signedIn.headers.get("cache-control")).toBe("no-store");
     const first = signedIn.json;
-    expect(Object.keys(first)).toEqual(["access_token", "token_type", "expires_in", "refresh_token", "refresh_expires_at", "user"]);
+    expect(Object.keys(first)).toEqual(["access_token", "token_type", "expires_in", "refresh_token", "refresh_expires_at", "user", "aal", "mfa_required", "factors"]);
     expect(first.token_type).toBe("bearer");
     expect(first.user).toMatchObject({ id: created.json.id, email: user.email });
     const claims = decodeJwt(first.access_token);

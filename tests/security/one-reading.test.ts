@@ -61,7 +61,7 @@ describe("one reading of the function name", () => {
       const answer = await raw("POST", target, { body: { email: user.email, password: user.password } });
       // Either refused, or sign_in itself with its wrapping (an access token, never the raw session).
       if (answer.status === 200) {
-        expect({ target, keys: Object.keys(answer.json).sort() }).toEqual({ target, keys: ["access_token", "expires_in", "refresh_expires_at", "refresh_token", "token_type", "user"] });
+        expect({ target, keys: Object.keys(answer.json).sort() }).toEqual({ target, keys: ["aal", "access_token", "expires_in", "factors", "mfa_required", "refresh_expires_at", "refresh_token", "token_type", "user"] });
         expect(answer.headers.get("cache-control")).toBe("no-store");
       } else {
         expect({ target, error: isPostgrestError(answer.json) }).toEqual({ target, error: true });

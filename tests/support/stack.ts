@@ -28,6 +28,8 @@ export interface TestStack {
   jwtSecret?: string;
   /** PGRST_JWT_AUD of that API, if it checks an audience. */
   jwtAudience?: string;
+  /** MFA_ENCRYPTION_KEY of that API (from the environment with API_URL; may then be unknown). */
+  mfaKey?: string;
   /** Environment to start further API instances on the same database and Redis (undefined with API_URL). */
   apiEnv?: Record<string, string>;
   /** The mail catcher the mailer sends to (its REST API: GET `${maildev.webUrl}/api/email`). */
@@ -100,6 +102,7 @@ export async function startTestStack(): Promise<TestStack> {
       apiUrl: api.url,
       jwtSecret: api.jwtSecret,
       jwtAudience: api.jwtAudience,
+      mfaKey: api.mfaKey,
       apiEnv: api.env,
       maildev: startedMaildev,
       mailer: startedMailer,
@@ -154,6 +157,7 @@ async function startTestApi(appUrl: string, redisUrl: string) {
       url: externalApi.replace(/\/+$/, ""),
       jwtSecret: process.env.PGRST_JWT_SECRET,
       jwtAudience: process.env.PGRST_JWT_AUD,
+      mfaKey: process.env.MFA_ENCRYPTION_KEY,
       env: undefined,
       stop: async () => {},
     };
@@ -172,7 +176,9 @@ async function startTestApi(appUrl: string, redisUrl: string) {
     PORT: "0",
     RATE_LIMIT_IP_MAX: "1000000",
     LOG_REQUESTS: "false",
+    // MFA on, as in production: the key the SQL functions encrypt TOTP secrets with.
+    MFA_ENCRYPTION_KEY: process.env.MFA_ENCRYPTION_KEY ?? randomBytes(36).toString("base64url"),
   };
   const api = await startApi(loadConfig(env), env, () => {});
-  return { external: false, url: api.url, jwtSecret: env.PGRST_JWT_SECRET, jwtAudience: env.PGRST_JWT_AUD, env, stop: () => api.stop() };
+  return { external: false, url: api.url, jwtSecret: env.PGRST_JWT_SECRET, jwtAudience: env.PGRST_JWT_AUD, mfaKey: env.MFA_ENCRYPTION_KEY, env, stop: () => api.stop() };
 }

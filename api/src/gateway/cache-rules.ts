@@ -24,8 +24,9 @@ export const EXPLICIT_RULES: Record<string, CacheRule> = {};
  * Compliance reads without a `tenant_id` argument cannot be evicted by tenant: scan_job changes
  * in the worker, my_tenants when someone else adds the caller, my_invitations when an admin of
  * any tenant invites the caller, and scan must disappear at once for a removed member.
+ * mfa_factors is the state of the second factor, which a verification changes at once.
  */
-export const NEVER_CACHED = new Set(["session_active", "validate_token", "me", "my_sessions", "scan", "scan_job", "my_tenants", "my_invitations", "my_security_events", "tenant_audit", "verify_audit_trail"]);
+export const NEVER_CACHED = new Set(["session_active", "validate_token", "me", "my_sessions", "scan", "scan_job", "my_tenants", "my_invitations", "my_security_events", "tenant_audit", "verify_audit_trail", "mfa_factors"]);
 
 /**
  * Writes that name a tenant but evict nothing. decline_invitation changes no answer a member of
@@ -34,7 +35,14 @@ export const NEVER_CACHED = new Set(["session_active", "validate_token", "me", "
  * an account answered their invitation. (accept_invitation does evict: the invitee becomes a
  * member, so list_members and the tenant's other answers change.)
  */
-export const EVICTS_NOTHING = new Set(["decline_invitation"]);
+export const EVICTS_NOTHING = new Set([
+  "decline_invitation",
+  // The MFA functions change no cached answer: their own read (mfa_factors) is never cached, and
+  // cached answers are keyed by the caller's aal, so a session reaching aal2 reads anew.
+  // (set_tenant_require_mfa names its tenant and evicts it like any tenant write.)
+  "mfa_enroll_totp", "mfa_verify_enrollment", "mfa_challenge", "mfa_verify", "mfa_use_recovery_code",
+  "mfa_regenerate_recovery_codes", "mfa_unenroll",
+]);
 
 /**
  * Tags of a GET answer, from its query string; undefined when the answer must not be cached

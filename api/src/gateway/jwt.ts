@@ -11,6 +11,12 @@ export interface AccessClaims {
   [claim: string]: unknown;
 }
 
+/** A session's assurance level and the methods that reached it (auth.sessions.aal / amr). */
+export interface SessionAssurance {
+  aal: "aal1" | "aal2";
+  amr: { method: string; timestamp: number; provider?: string }[];
+}
+
 export interface VerifiedToken {
   token: string;
   claims: AccessClaims;
@@ -150,16 +156,22 @@ export class JwtService {
     if (!auds.includes(this.audience)) throw jwtError("PGRST303", "JWT not in audience");
   }
 
-  /** An access token for a session that sign_in or issue_token just opened or rotated. */
-  /** `amr` (RFC 8176 style, as Supabase writes it): how the session was opened, when given. */
+  /**
+   * An access token for a session that sign_in, issue_token, exchange_auth_code or an MFA step
+   * just opened, rotated or raised. `aal` and `amr` (RFC 8176 methods with their times, as
+   * Supabase Auth writes them) are the session's, from the database, so a refreshed token keeps
+   * them; the SQL helpers auth.aal() and auth.require_fresh_aal2() read them back.
+   */
   async mintAccessToken(
     user: { id: string; email: string; emailVerified?: boolean },
     sessionId: string,
-    amr?: { method: string; provider?: string },
+    assurance: SessionAssurance,
   ): Promise<{ token: string; expiresIn: number }> {
     const now = Math.floor(Date.now() / 1000);
-    const claims: Record<string, unknown> = { role: "authenticated", sid: sessionId, email: user.email, email_verified: user.emailVerified === true };
-    if (amr) claims.amr = [{ ...amr, timestamp: now }];
+    const claims: Record<string, unknown> = {
+      role: "authenticated", sid: sessionId, email: user.email, email_verified: user.emailVerified === true,
+      aal: assurance.aal, amr: assurance.amr,
+    };
     const jwt = new SignJWT(claims)
       .setProtectedHeader({ alg: "HS256", typ: "JWT" })
       .setSubject(user.id)

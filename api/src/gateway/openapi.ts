@@ -51,12 +51,16 @@ const TOKEN_SCHEMA = {
   description: "A session: a short-lived access token (JWT) and a refresh token for issue_token.",
   required: ["access_token", "token_type", "expires_in", "refresh_token", "refresh_expires_at", "user"],
   properties: {
-    access_token: { type: "string", description: "HS256 JWT: sub, role, sid, email, iat, exp, aud; amr (how the session was opened) from sign_in and exchange_auth_code" },
+    access_token: { type: "string", description: "HS256 JWT: sub, role, sid, email, iat, exp, aud; aal (aal1 or aal2) and amr (the session's methods with their times), kept by issue_token" },
     token_type: { type: "string", enum: ["bearer"] },
     expires_in: { type: "integer", description: "seconds" },
     refresh_token: { type: "string" },
     refresh_expires_at: { type: "string", format: "date-time" },
     user: { $ref: "#/components/schemas/User" },
+    aal: { type: "string", enum: ["aal1", "aal2"], description: "The session's assurance level" },
+    mfa_required: { type: "boolean", description: "True: a second step is needed (mfa_challenge + mfa_verify, or mfa_use_recovery_code)" },
+    factors: { type: "array", description: "The account's verified factors (id, factor_type, friendly_name)", items: { type: "object" } },
+    recovery_codes: { type: "array", items: { type: "string" }, nullable: true, description: "mfa_verify_enrollment of the first factor: ten recovery codes, shown this once" },
   },
 };
 
@@ -73,7 +77,11 @@ const USER_SCHEMA = {
 };
 
 /** Functions whose answer the gateway rewrites into the token shape. */
-const TOKEN_FUNCTIONS = new Set(["sign_in", "issue_token", "exchange_auth_code"]);
+const TOKEN_FUNCTIONS = new Set(["sign_in", "issue_token", "exchange_auth_code", "mfa_verify", "mfa_verify_enrollment", "mfa_use_recovery_code"]);
+/** Arguments the gateway fills in itself (MFA_ENCRYPTION_KEY): not the caller's to send. */
+const GATEWAY_ARGUMENTS = new Set(["mfa_key"]);
+const callerArgs = (args: CatalogArgument[]) => args.filter((a) => a.name !== "" && !GATEWAY_ARGUMENTS.has(a.name));
+const MFA_STEP = new Set(["mfa_verify", "mfa_verify_enrollment", "mfa_use_recovery_code"]);
 const RATE_LIMITED = new Set(["sign_in", "sign_up", "add_member"]);
 
 const errorResponse = (description: string) => ({
@@ -88,7 +96,7 @@ function resultSchema(fn: CatalogFunction): Schema {
 }
 
 function argsSchema(args: CatalogArgument[]): Schema {
-  const named = args.filter((a) => a.name !== "");
+  const named = callerArgs(args);
   const required = named.filter((a) => !a.hasDefault).map((a) => a.name);
   return {
     type: "object",
@@ -104,12 +112,19 @@ function operation(fn: CatalogFunction, method: "get" | "post", defaultSchema: s
   responses["400"] = errorResponse("Bad arguments or a client error raised by the function.");
   responses["401"] = errorResponse("Missing, invalid, expired or revoked token, or the function requires sign-in.");
   if (RATE_LIMITED.has(fn.name)) responses["429"] = errorResponse("Rate limit reached; see Retry-After.");
+  if (fn.name.startsWith("mfa_") || fn.name === "set_tenant_require_mfa") {
+    responses["403"] = errorResponse("The session is at aal1 where aal2 is needed: the message names the missing step.");
+  }
+  if (MFA_STEP.has(fn.name)) {
+    responses["422"] = errorResponse("Wrong or already used code (counted against the factor and the account).");
+    responses["429"] = errorResponse("Too many failed codes; see Retry-After.");
+  }
   responses["404"] = errorResponse("Unknown function or argument names.");
   responses["503"] = errorResponse("Database unavailable or sign-in capacity exhausted; see Retry-After.");
 
   const parameters: Schema[] = [];
   if (method === "get") {
-    for (const arg of fn.args.filter((a) => a.name !== "")) {
+    for (const arg of callerArgs(fn.args)) {
       parameters.push({ name: arg.name, in: "query", required: !arg.hasDefault, schema: jsonSchemaOf(arg.type) });
     }
   }
@@ -125,12 +140,12 @@ function operation(fn: CatalogFunction, method: "get" | "post", defaultSchema: s
     operationId: `${method}_${fn.schema}_${fn.name}`,
     tags: [fn.schema],
     summary: fn.description ?? `${fn.schema}.${fn.name}`,
-    description: `${fn.volatility.toUpperCase()} function ${fn.schema}.${fn.name}(${fn.args.map((a) => `${a.name} ${a.type}`).join(", ")}) returns ${fn.returnsSet ? "setof " : ""}${fn.returnType}.` +
+    description: `${fn.volatility.toUpperCase()} function ${fn.schema}.${fn.name}(${callerArgs(fn.args).map((a) => `${a.name} ${a.type}`).join(", ")}) returns ${fn.returnsSet ? "setof " : ""}${fn.returnType}.` +
       (method === "get" && !NEVER_CACHED.has(fn.name) ? " GET answers are cached per caller (X-Cache: HIT|MISS)." : ""),
     security: fn.anonymous ? [{}, { bearerAuth: [] }] : [{ bearerAuth: [] }],
     ...(parameters.length ? { parameters } : {}),
     ...(method === "post"
-      ? { requestBody: { required: fn.args.some((a) => !a.hasDefault), content: { "application/json": { schema: argsSchema(fn.args) } } } }
+      ? { requestBody: { required: callerArgs(fn.args).some((a) => !a.hasDefault), content: { "application/json": { schema: argsSchema(fn.args) } } } }
       : {}),
     responses,
   };

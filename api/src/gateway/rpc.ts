@@ -6,7 +6,9 @@ import type { FunctionCatalog } from "./catalog";
 import { checkQueryBounds, decodeUtf8Body, parseJsonBounded, readBody } from "../engine/request";
 import { rawPath, resolveSchema, resolveTarget } from "./resolve";
 import { gatewayErrors } from "./errors";
-import type { JwtService, VerifiedToken } from "./jwt";
+import type { JwtService, SessionAssurance, VerifiedToken } from "./jwt";
+import QRCode from "qrcode";
+import { ApiError } from "./errors";
 import type { RateLimiter } from "./rate-limit";
 import type { SessionGuard } from "./sessions";
 import { checkNewPassword } from "./password-policy";
@@ -44,7 +46,22 @@ const POST_ONLY = new Set([
   "sign_in", "sign_up", "issue_token", "revoke_token", "revoke_all_tokens",
   "verify_email", "resend_verification", "request_password_reset", "reset_password", "change_password",
   "revoke_session", "revoke_other_sessions", "exchange_auth_code", "unlink_identity",
+  "mfa_enroll_totp", "mfa_verify_enrollment", "mfa_challenge", "mfa_verify", "mfa_use_recovery_code",
+  "mfa_regenerate_recovery_codes", "mfa_unenroll", "set_tenant_require_mfa",
 ]);
+/** The MFA functions: refused while MFA is off (MFA_ENABLED / MFA_ENCRYPTION_KEY). */
+const MFA_FUNCTIONS = new Set([
+  "mfa_enroll_totp", "mfa_verify_enrollment", "mfa_factors", "mfa_challenge", "mfa_verify", "mfa_use_recovery_code",
+  "mfa_regenerate_recovery_codes", "mfa_unenroll", "set_tenant_require_mfa",
+]);
+/**
+ * The MFA functions that encrypt or decrypt secrets (or digest recovery codes) in SQL: their
+ * `mfa_key` argument is always MFA_ENCRYPTION_KEY, whatever the caller sent
+ * (docs/decisions/0003-mfa-secrets.md).
+ */
+const MFA_KEY_FUNCTIONS = new Set(["mfa_enroll_totp", "mfa_verify_enrollment", "mfa_verify", "mfa_use_recovery_code", "mfa_regenerate_recovery_codes"]);
+/** The answers of these functions, besides the session, that their token response keeps. */
+const SESSION_EXTRAS = ["factor", "recovery_codes", "recovery_codes_remaining"] as const;
 
 /**
  * `/rpc/<fn>` and relation reads: verifies the caller's token and session, applies the
@@ -73,6 +90,7 @@ export class RpcHandler {
     if (!rpc) return this.deps.upstream.relay({ method, target, query, schema, headers: request.headers, clientAddress, requestId });
 
     const fn = target.rpc;
+    if (schema === AUTH_SCHEMA && MFA_FUNCTIONS.has(fn) && !this.deps.config.mfa.enabled) throw mfaDisabled();
     if (method !== "POST") {
       if (this.postOnly(schema, fn)) throw gatewayErrors.readOfVolatile(method);
       const read = { method, target, query, schema, headers: request.headers, clientAddress, requestId, parse: false } as const;
@@ -89,7 +107,7 @@ export class RpcHandler {
     if (!auth) return this.evictingWrites(fn, body, await this.deps.upstream.relay({ method, target, args: body, schema, headers: request.headers, clientAddress, requestId }));
     // The auth functions' answers are read here (tokens, sessions, limits): they are sent the
     // arguments the function receives (PostgREST calls with an array body's first object).
-    const args = calledWith(body);
+    const args = this.withMfaKey(fn, calledWith(body));
     // Before the hash: a guessable new password never costs a bcrypt.
     checkNewPassword(fn, args);
     const call = { method, target, args, schema, headers: request.headers, clientAddress, requestId } as const;
@@ -101,6 +119,12 @@ export class RpcHandler {
       release?.();
     }
     return (await this.afterAuthCall(fn, args, clientAddress, response)) ?? this.evictingWrites(fn, args, toResponse(response));
+  }
+
+  /** The arguments, with the key the function needs in SQL where it needs one (a caller's own `mfa_key` is replaced). */
+  private withMfaKey(fn: string, args: unknown): unknown {
+    if (!MFA_KEY_FUNCTIONS.has(fn) || args === null || typeof args !== "object" || Array.isArray(args)) return args;
+    return { ...(args as Record<string, unknown>), mfa_key: this.deps.config.mfa.key };
   }
 
   /** GET/HEAD of a function that can only change state: refused before anything runs. */
@@ -167,7 +191,8 @@ export class RpcHandler {
       return this.deps.upstream.relay(read);
     }
     const pairs = [...query].sort(([a, x], [b, y]) => (a < b ? -1 : a > b ? 1 : x < y ? -1 : x > y ? 1 : 0));
-    const identity = caller ? `${String(caller.claims.role ?? "")}:${String(caller.claims.sub ?? "")}` : "anon";
+    // The assurance level is part of the caller: an answer read at aal2 is never one for aal1.
+    const identity = caller ? `${String(caller.claims.role ?? "")}:${String(caller.claims.sub ?? "")}:${caller.claims.aal === "aal2" ? "aal2" : "aal1"}` : "anon";
     // Every header the upstream is sent that can change the answer is part of the key.
     const varying = ANSWER_HEADERS.map((name) => request.headers.get(name) ?? "");
     const key = JSON.stringify([schema, fn, pairs, identity, ...varying]);
@@ -223,12 +248,15 @@ export class RpcHandler {
         if (response.status === 401 && key && this.deps.config.rateLimit.emailMax > 0) {
           await this.deps.limiter.record(key, this.deps.config.rateLimit.emailWindowSeconds);
         }
-        return ok ? this.tokenResponse(response, { method: "password" }) : undefined;
+        return ok ? this.tokenResponse(response) : undefined;
       }
-      case "exchange_auth_code": {
-        const provider = ok ? (response.data as { provider?: unknown } | null)?.provider : undefined;
-        return ok ? this.tokenResponse(response, { method: "oidc", ...(typeof provider === "string" ? { provider } : {}) }) : undefined;
-      }
+      case "exchange_auth_code":
+      case "mfa_verify":
+      case "mfa_verify_enrollment":
+      case "mfa_use_recovery_code":
+        return ok ? this.tokenResponse(response) : undefined;
+      case "mfa_enroll_totp":
+        return ok ? enrolmentAnswer(response) : undefined;
       case "issue_token": {
         if (ok) return this.tokenResponse(response);
         const reused = reusedSession(response);
@@ -254,13 +282,22 @@ export class RpcHandler {
     }
   }
 
-  /** sign_in / exchange_auth_code / issue_token: the session from SQL becomes an access token plus the refresh token. */
-  private async tokenResponse(response: UpstreamResponse, amr?: { method: string; provider?: string }): Promise<Response> {
+  /**
+   * sign_in / exchange_auth_code / issue_token / the MFA steps: the session from SQL becomes an
+   * access token (with the session's aal and amr) plus the refresh token; `mfa_required` says
+   * a second step is needed, with the factors that can take it.
+   */
+  private async tokenResponse(response: UpstreamResponse): Promise<Response> {
     const session = response.data as {
       user?: { id?: string; email?: string; email_verified_at?: string | null };
       session_id?: string;
       refresh_token?: string;
       refresh_expires_at?: string;
+      aal?: unknown;
+      amr?: unknown;
+      mfa_required?: unknown;
+      factors?: unknown;
+      [extra: string]: unknown;
     } | null;
     if (!session?.user?.id || !session.user.email || !session.session_id || !session.refresh_token) {
       this.deps.log({ event: "unexpected_session_shape", status: response.status });
@@ -269,7 +306,7 @@ export class RpcHandler {
     const { token, expiresIn } = await this.deps.jwt.mintAccessToken(
       { id: session.user.id, email: session.user.email, emailVerified: Boolean(session.user.email_verified_at) },
       session.session_id,
-      amr,
+      assuranceOf(session.aal, session.amr),
     );
     this.deps.sessions.markActive(session.session_id, session.user.id);
     const body = JSON.stringify({
@@ -279,12 +316,43 @@ export class RpcHandler {
       refresh_token: session.refresh_token,
       refresh_expires_at: session.refresh_expires_at,
       user: session.user,
+      aal: session.aal === "aal2" ? "aal2" : "aal1",
+      mfa_required: session.mfa_required === true,
+      factors: Array.isArray(session.factors) ? session.factors : [],
+      ...Object.fromEntries(SESSION_EXTRAS.filter((name) => name in session).map((name) => [name, session[name]])),
     });
     return new Response(body, {
       status: 200,
       headers: { "Content-Type": "application/json; charset=utf-8", "Cache-Control": "no-store" },
     });
   }
+}
+
+/** mfa_enroll_totp's answer with the QR code of its otpauth:// URI, as SVG. */
+async function enrolmentAnswer(response: UpstreamResponse): Promise<Response> {
+  const factor = response.data as { totp?: { uri?: unknown } } | null;
+  const uri = factor?.totp?.uri;
+  if (typeof uri !== "string") return toResponse(response);
+  const qr_code = await QRCode.toString(uri, { type: "svg", errorCorrectionLevel: "M", margin: 2 });
+  return new Response(JSON.stringify({ ...factor, totp: { ...factor!.totp, qr_code } }), {
+    status: response.status,
+    headers: { "Content-Type": "application/json; charset=utf-8", "Cache-Control": "no-store" },
+  });
+}
+
+function mfaDisabled(): ApiError {
+  return new ApiError(503, "PT503", "multi-factor authentication is not configured", null,
+    "The operator enables it with MFA_ENCRYPTION_KEY (and MFA_ENABLED).");
+}
+
+/** The session's aal and amr as SQL reported them; aal1 and no methods for anything else. */
+function assuranceOf(aal: unknown, amr: unknown): SessionAssurance {
+  const methods = Array.isArray(amr)
+    ? amr.filter((m): m is SessionAssurance["amr"][number] =>
+        m !== null && typeof m === "object" && typeof (m as { method?: unknown }).method === "string" &&
+        typeof (m as { timestamp?: unknown }).timestamp === "number")
+    : [];
+  return { aal: aal === "aal2" ? "aal2" : "aal1", amr: methods };
 }
 
 /**
