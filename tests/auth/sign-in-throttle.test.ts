@@ -24,8 +24,8 @@ const FAILED: Answer = {
 function throttled(seconds: number): Answer {
   return {
     status: 429,
-    // Answered through response.status/headers (so the refusal is recorded), byte for byte a raised PT429.
-    headers: { "content-type": "application/json; charset=utf-8", "proxy-status": "PostgREST; error=PT429", "retry-after": String(seconds) },
+    // Answered through response.status/headers (so the refusal is recorded): a function answer, like FAILED.
+    headers: { "content-range": "0-0/*", "content-type": "application/json; charset=utf-8", "proxy-status": "PostgREST; error=PT429", "retry-after": String(seconds) },
     body: { code: "PT429", message: "too many failed sign-ins", details: null, hint: `Retry after ${seconds} seconds.` },
   };
 }

@@ -4,7 +4,7 @@
 // comes from the engine, so no test keeps a copy of PostgREST's SQLSTATE → HTTP table.
 import { engineConfigFromEnv } from "../../api/src/engine/config";
 import { createEngine, type Engine } from "../../api/src/engine/index";
-import { JwtService } from "../../api/src/gateway/jwt";
+import { JwtService, type SessionAssurance } from "../../api/src/gateway/jwt";
 import { testStack } from "./stack";
 
 /** Connections per engine: enough for the concurrent calls of a test, few enough for many engines. */
@@ -58,11 +58,15 @@ export async function closeStackEngines(): Promise<void> {
 let jwt: JwtService | undefined;
 
 /** The access token the gateway hands out for `sessionId` (its own minting code, secret and audience). */
-export async function accessTokenFor(user: { id: string; email: string; email_verified_at?: string | null }, sessionId: string): Promise<string> {
+export async function accessTokenFor(
+  user: { id: string; email: string; email_verified_at?: string | null },
+  sessionId: string,
+  assurance: SessionAssurance = { aal: "aal1", amr: [] },
+): Promise<string> {
   const stack = testStack();
   if (!stack.jwtSecret) throw new Error("the API's JWT secret is unknown (set PGRST_JWT_SECRET with API_URL)");
   jwt ??= new JwtService(stack.jwtSecret, stack.jwtAudience, ACCESS_TOKEN_TTL_SECONDS);
-  const { token } = await jwt.mintAccessToken({ id: user.id, email: user.email, emailVerified: Boolean(user.email_verified_at) }, sessionId);
+  const { token } = await jwt.mintAccessToken({ id: user.id, email: user.email, emailVerified: Boolean(user.email_verified_at) }, sessionId, assurance);
   return token;
 }
 
