@@ -41,7 +41,10 @@ export interface RequestInfo {
 export interface Gateway {
   /** The whole API as a web-standard handler. */
   handle(request: Request, info?: RequestInfo): Promise<Response>;
-  /** Resolves once the function catalogue has loaded (or failed once and is retrying). */
+  /**
+   * Resolves once the function catalogue has loaded and Redis has connected (or either failed
+   * once and is retrying), so that the first requests already use the shared limits and cache.
+   */
   ready(): Promise<void>;
   close(): Promise<void>;
 }
@@ -115,7 +118,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   // The engine's schema cache when it runs here; the same introspection of the gateway's own otherwise.
   const ownSchema = options.upstream.schema ? undefined : new OwnSchemaSnapshots(sql, config.schemas, config.anonRole, log);
   const catalog = new FunctionCatalog(options.upstream.schema ?? ownSchema!);
-  const catalogReady = ownSchema ? ownSchema.start() : Promise.resolve();
+  const startedUp = Promise.all([ownSchema?.start(), redis && firstConnection(redis)]).then(() => {});
   const rpc = new RpcHandler({ config, jwt, sessions, upstream, cache, limiter, admission, catalog, log });
   const cors = new Cors(config.corsOrigins);
   const oidc = new OidcRoutes({ oidc: config.oidc, rateLimit: config.rateLimit, limiter, sql, redis, log });
@@ -191,7 +194,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
 
   return {
     handle,
-    ready: () => catalogReady,
+    ready: () => startedUp,
     async close() {
       ownSchema?.stop();
       await redis?.close();
@@ -223,6 +226,22 @@ function clientIp(request: Request, info: RequestInfo, trustProxy: boolean): str
 
 function fromUpstreamError(status: number, error: { code?: string; message?: string; details?: string | null; hint?: string | null } | null): ApiError {
   return new ApiError(status >= 500 ? status : 503, error?.code ?? "PGRST001", error?.message ?? "Upstream error", error?.details ?? null, error?.hint ?? null);
+}
+
+/** Settles when Redis's command connection is first ready or first fails (at most 2 s). */
+function firstConnection(redis: RedisLink): Promise<void> {
+  if (redis.ready()) return Promise.resolve();
+  return new Promise((resolve) => {
+    const settle = () => {
+      clearTimeout(timer);
+      redis.client.off("ready", settle);
+      redis.client.off("error", settle);
+      resolve();
+    };
+    const timer = setTimeout(settle, 2000);
+    redis.client.once("ready", settle);
+    redis.client.once("error", settle);
+  });
 }
 
 /** The session id of a revocation notification (`{"sid": …, "sub": …}`). */
