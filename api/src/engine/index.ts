@@ -4,6 +4,9 @@
  *
  *   const engine = await createEngine(engineConfigFromEnv(process.env));
  *   const res = await engine.fetch(new Request("http://engine/rpc/sign_in", { method: "POST", body }));
+ *
+ * In the API's own process the gateway calls `handle(request, verified)` instead: the same
+ * handler, told in-process which token the gateway has verified (see docs/decisions/0004).
  */
 import type { Sql } from "postgres";
 import { connectPostgres } from "../db/connection";
@@ -12,17 +15,28 @@ import { validateEngineConfig } from "./config";
 import { noSchemaCache, type EngineRuntime } from "./context";
 import { ApiError } from "./errors";
 import { legacyRoleClaimKeyWarning } from "./jspath";
-import { JwtAuthenticator } from "./jwt";
+import { JwtAuthenticator, type VerifiedCaller } from "./jwt";
 import { fromDatabaseError, internalError, isConnectionError, renderError } from "./pg-errors";
 import { route } from "./router";
-import { loadSchemaCache, type SchemaCache } from "./schema-cache";
+import { loadSchemaCache, type SchemaCache, type SchemaSnapshots } from "./schema-cache";
 import { RequestConnections } from "./transaction";
 
 export type { EngineConfig } from "./config";
 export { engineConfigFromEnv } from "./config";
+export type { VerifiedCaller } from "./jwt";
+export type { SchemaSnapshots } from "./schema-cache";
 
 export interface Engine {
+  /** PostgREST's HTTP interface: the request's bearer token is verified here. */
   fetch(request: Request): Promise<Response>;
+  /**
+   * The same handler for an in-process caller that has verified the request's bearer token
+   * itself: for that token the engine takes `verified.claims` instead of checking the signature
+   * again (any other token is verified as in fetch). Only code in this process can pass it.
+   */
+  handle(request: Request, verified?: VerifiedCaller): Promise<Response>;
+  /** The schema cache in use, for an in-process gateway's catalogue (one introspection, one reload). */
+  readonly schema: SchemaSnapshots;
   reloadSchemaCache(): Promise<void>;
   close(): Promise<void>;
 }
@@ -108,7 +122,7 @@ export async function createEngine(config: EngineConfig, opts: EngineOptions = {
     loading ??= (async () => {
       let timer: ReturnType<typeof setTimeout> | undefined;
       try {
-        const load = loadSchemaCache(sql, config.dbSchemas).then((loaded) => {
+        const load = loadSchemaCache(sql, config.dbSchemas, config.dbAnonRole).then((loaded) => {
           cache = loaded;
         });
         load.catch(() => {}); // a late failure after the timeout is not anyone's to handle
@@ -173,26 +187,31 @@ export async function createEngine(config: EngineConfig, opts: EngineOptions = {
     log,
   };
 
-  return {
-    async fetch(request: Request): Promise<Response> {
-      try {
-        if (!cache) {
-          // The database may be back since the last attempt; try once before refusing.
-          await reload().catch(() => {});
-          if (cache && !listening) listen().catch(() => {});
-        }
-        return await route(rt, auth, request);
-      } catch (e) {
-        let err: ApiError;
-        if (e instanceof ApiError) err = e;
-        else if (isConnectionError(e)) err = fromDatabaseError(e, false);
-        else {
-          log(`engine: unexpected error: ${e instanceof Error ? e.stack ?? e.message : String(e)}`);
-          err = internalError(e);
-        }
-        return renderError(err, config.clientErrorVerbosity);
+  const handle = async (request: Request, verified?: VerifiedCaller): Promise<Response> => {
+    try {
+      if (!cache) {
+        // The database may be back since the last attempt; try once before refusing.
+        await reload().catch(() => {});
+        if (cache && !listening) listen().catch(() => {});
       }
-    },
+      const authenticator = verified ? { authenticate: (authorization: string | null) => auth.authenticate(authorization, verified) } : auth;
+      return await route(rt, authenticator, request);
+    } catch (e) {
+      let err: ApiError;
+      if (e instanceof ApiError) err = e;
+      else if (isConnectionError(e)) err = fromDatabaseError(e, false);
+      else {
+        log(`engine: unexpected error: ${e instanceof Error ? e.stack ?? e.message : String(e)}`);
+        err = internalError(e);
+      }
+      return renderError(err, config.clientErrorVerbosity);
+    }
+  };
+
+  return {
+    fetch: (request: Request) => handle(request),
+    handle,
+    schema: { current: () => cache, reload },
     reloadSchemaCache: reload,
     async close() {
       closed = true;

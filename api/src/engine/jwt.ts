@@ -4,6 +4,7 @@
  * PGRST_JWT_AUD, then the role from PGRST_JWT_ROLE_CLAIM_KEY or the anonymous role.
  * Failures are PGRST300–303 with PostgREST's statuses and WWW-Authenticate header.
  */
+import { channel } from "node:diagnostics_channel";
 import { compactVerify, importJWK, type JWK } from "jose";
 import { ApiError } from "./errors";
 import type { EngineConfig } from "./config";
@@ -19,6 +20,23 @@ export interface AuthResult {
   claims: Record<string, unknown>;
   /** PostgREST's "authed": the request does not run as the anonymous role (decides 401 vs 403 on 42501). */
   authed: boolean;
+}
+
+/**
+ * Published once per token whose signature is checked (a cache miss), by the engine and by the
+ * gateway (`{ verifier: "engine" | "gateway" }`): what shows, in tests or tracing, that a request
+ * through the embedded stack has its token verified once. Free while nobody subscribes.
+ */
+export const jwtVerifications = channel("autoaudit.jwt.verify");
+
+/**
+ * A caller's bearer token and the claims of it that the gateway verified, handed to the engine
+ * in-process (Engine.handle), never in the request itself: nothing a client sends can make the
+ * engine skip its own verification.
+ */
+export interface VerifiedCaller {
+  token: string;
+  claims: Record<string, unknown>;
 }
 
 type VerifyKey = { key: CryptoKey | Uint8Array; algs: Set<string> };
@@ -82,12 +100,18 @@ export class JwtAuthenticator {
     if (config.jwtSecret !== undefined) this.keys = keysFromSecret(config.jwtSecret, config.jwtSecretIsBase64);
   }
 
-  /** Resolves the request's role and claims from its Authorization header; throws ApiError as PostgREST answers. */
-  async authenticate(authorization: string | null): Promise<AuthResult> {
+  /**
+   * Resolves the request's role and claims from its Authorization header; throws ApiError as
+   * PostgREST answers. With `verified` (an in-process gateway's verification of this very token)
+   * the signature is not checked again; the claims still go through PostgREST's checks and role
+   * resolution here, so the answer is the one the engine alone would give.
+   */
+  async authenticate(authorization: string | null, verified?: VerifiedCaller): Promise<AuthResult> {
     const token = bearerToken(authorization);
     if (token === undefined) return this.anonymous();
     if (!this.keys) throw new ApiError(500, "PGRST300", "Server lacks JWT secret");
-    const payload = await this.verifiedPayload(token);
+    // Trusted only for the token the gateway verified: any other is verified as usual.
+    const payload = verified !== undefined && verified.token === token ? verified.claims : await this.verifiedPayload(token);
     this.checkClaims(payload);
     const found = walkJsPath(payload, this.rolePath);
     let role: string | undefined;
@@ -111,6 +135,7 @@ export class JwtAuthenticator {
   private async verifiedPayload(token: string): Promise<Record<string, unknown>> {
     const cached = this.cache.get(token);
     if (cached) return cached.payload;
+    if (jwtVerifications.hasSubscribers) jwtVerifications.publish({ verifier: "engine" });
     if (token === "") throw decodeError("Empty JWT is sent in Authorization header");
     const parts = token.split(".");
     if (parts.length !== 3) throw decodeError(`Expected 3 parts in JWT; got ${parts.length}`);

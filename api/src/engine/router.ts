@@ -22,7 +22,7 @@ function decodeSegment(segment: string): string {
 
 export async function route(
   rt: EngineRuntime,
-  auth: JwtAuthenticator,
+  auth: Pick<JwtAuthenticator, "authenticate">,
   request: Request,
 ): Promise<Response> {
   const url = new URL(request.url);

@@ -1,7 +1,9 @@
 /**
  * What the engine knows about the exposed schemas: functions (for /rpc) and relations with
  * their columns (for table/view reads and the "Perhaps you meant" hints). Loaded at start and
- * again on `NOTIFY pgrst, 'reload schema'`; never queried per request.
+ * again on `NOTIFY pgrst, 'reload schema'`; never queried per request. The gateway reads the
+ * same snapshots (its function catalogue: volatility, OpenAPI), from the engine when the engine
+ * runs in its process, from a load of its own when it fronts a real PostgREST.
  */
 import type { Sql } from "postgres";
 import { FuzzySet } from "./fuzzy";
@@ -27,6 +29,8 @@ export interface Routine {
   /** void → 204; composite (a row type, OUT/INOUT/TABLE columns) → object or rows; scalar → a JSON value. */
   returnKind: "void" | "scalar" | "composite";
   description: string | null;
+  /** Whether the anonymous role may execute it (false when there is no anonymous role). */
+  anonymousExecute: boolean;
 }
 
 export interface Column {
@@ -43,6 +47,14 @@ export interface Relation {
   columns: Column[];
   primaryKey: string[];
   description: string | null;
+}
+
+/** Where consumers read the schema cache in use. */
+export interface SchemaSnapshots {
+  /** The snapshot in use, replaced whole by each reload; undefined until one has loaded. */
+  current(): SchemaCache | undefined;
+  /** Loads now (or joins the load in progress); rejects when the database cannot be read. */
+  reload(): Promise<void>;
 }
 
 export class SchemaCache {
@@ -90,7 +102,8 @@ const RELKINDS: Record<string, Relation["kind"]> = {
   r: "table", v: "view", m: "materialized_view", f: "foreign_table", p: "partitioned_table",
 };
 
-export async function loadSchemaCache(sql: Sql, schemas: string[]): Promise<SchemaCache> {
+/** The exposed schemas' functions and relations; `anonRole` decides each function's anonymousExecute. */
+export async function loadSchemaCache(sql: Sql, schemas: string[], anonRole?: string): Promise<SchemaCache> {
   const [routineRows, relationRows] = await Promise.all([
     sql`
       select n.nspname as schema, p.proname as name, p.provolatile as volatility, p.proretset as returns_set,
@@ -102,7 +115,8 @@ export async function loadSchemaCache(sql: Sql, schemas: string[]): Promise<Sche
              array(select format_type(t, null) from unnest(coalesce(p.proallargtypes, p.proargtypes::oid[])) with ordinality u(t, i) order by i) as arg_types,
              array(select ty.typname::text from unnest(coalesce(p.proallargtypes, p.proargtypes::oid[])) with ordinality u(t, i) join pg_type ty on ty.oid = u.t order by i) as arg_typnames,
              p.pronargs as n_in, p.pronargdefaults as n_defaults,
-             obj_description(p.oid, 'pg_proc') as description
+             obj_description(p.oid, 'pg_proc') as description,
+             coalesce((select has_function_privilege(r.oid, p.oid, 'execute') from pg_roles r where r.rolname = ${anonRole ?? null}), false) as anonymous_execute
         from pg_proc p
         join pg_namespace n on n.oid = p.pronamespace
         join pg_type rt on rt.oid = p.prorettype
@@ -166,6 +180,7 @@ export async function loadSchemaCache(sql: Sql, schemas: string[]): Promise<Sche
       returnType: row.return_type,
       returnKind,
       description: row.description,
+      anonymousExecute: row.anonymous_execute,
     };
     const key = `${routine.schema}.${routine.name}`;
     const list = routines.get(key);

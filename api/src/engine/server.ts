@@ -9,6 +9,7 @@ const engine = await createEngine(config, { databaseUrl: process.env.DATABASE_UR
 const server = Bun.serve({
   hostname: config.serverHost,
   port: config.serverPort,
+  // fetch, not handle: a request from the network has its token verified here.
   fetch: (request) => engine.fetch(request),
 });
 console.error(`engine: listening on http://${server.hostname}:${server.port} (schemas: ${config.dbSchemas.join(", ")})`);

@@ -3,7 +3,7 @@ import { connectPostgres } from "../db/connection";
 import type { ApiConfig } from "../config";
 import { Admission } from "./admission";
 import { MemoryResponseCache, RedisResponseCache, type ResponseCache } from "./cache";
-import { FunctionCatalog } from "./catalog";
+import { FunctionCatalog, OwnSchemaSnapshots } from "./catalog";
 import { Cors } from "./cors";
 import { DatabaseBreaker } from "./db-breaker";
 import { withDeadline } from "./deadline";
@@ -18,12 +18,13 @@ import { connectRedis, type RedisLink } from "./redis";
 import { RpcHandler, type RequestNotes } from "./rpc";
 import { securityHeaders } from "./security-headers";
 import { DATABASE_REVOCATION_CHANNEL, SessionGuard } from "./sessions";
-import { Upstream, UpstreamFailure, type UpstreamFetch } from "./upstream";
+import { Upstream, UpstreamFailure } from "./upstream";
+import type { UpstreamEndpoint } from "./upstream-select";
 
 export interface GatewayOptions {
   config: ApiConfig;
-  /** Where /rpc goes: the engine's fetch seam, or global fetch to PostgREST's URL. */
-  upstream: { url: string; fetch: UpstreamFetch; kind: "postgrest" | "engine" };
+  /** Where /rpc goes: the engine's handler in this process, or global fetch to PostgREST's URL. */
+  upstream: UpstreamEndpoint & { kind: "postgrest" | "engine" };
   /** Sink for the JSON log lines (default: stdout). */
   log?: (line: string) => void;
   version?: string;
@@ -40,7 +41,10 @@ export interface RequestInfo {
 export interface Gateway {
   /** The whole API as a web-standard handler. */
   handle(request: Request, info?: RequestInfo): Promise<Response>;
-  /** Resolves once the function catalogue has loaded (or failed once and is retrying). */
+  /**
+   * Resolves once the function catalogue has loaded and Redis has connected (or either failed
+   * once and is retrying), so that the first requests already use the shared limits and cache.
+   */
   ready(): Promise<void>;
   close(): Promise<void>;
 }
@@ -79,6 +83,8 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
       target: { rpc: "session_active" },
       schema: "api",
       headers: new Headers({ authorization: `Bearer ${token}` }),
+      // Asked about a token just verified: a cache hit, handed on so the engine does not verify it again.
+      verified: { token, claims: await jwt.verify(token) },
     });
     if (response.status === 200) return response.data === true;
     if (response.status === 401 || response.status === 403) return false;
@@ -109,8 +115,10 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   const cache: ResponseCache = redis ? new RedisResponseCache(redis) : new MemoryResponseCache();
   const limiter: RateLimiter = redis ? new FallbackRateLimiter(new RedisRateLimiter(redis), redis) : new MemoryRateLimiter();
   const admission = new Admission(config.admission.signInConcurrency, config.admission.signInQueue, config.admission.signInQueueTimeoutMs);
-  const catalog = new FunctionCatalog(sql, config.schemas, config.anonRole, log);
-  const catalogReady = catalog.start();
+  // The engine's schema cache when it runs here; the same introspection of the gateway's own otherwise.
+  const ownSchema = options.upstream.schema ? undefined : new OwnSchemaSnapshots(sql, config.schemas, config.anonRole, log);
+  const catalog = new FunctionCatalog(options.upstream.schema ?? ownSchema!);
+  const startedUp = Promise.all([ownSchema?.start(), redis && firstConnection(redis)]).then(() => {});
   const rpc = new RpcHandler({ config, jwt, sessions, upstream, cache, limiter, admission, catalog, log });
   const cors = new Cors(config.corsOrigins);
   const oidc = new OidcRoutes({ oidc: config.oidc, rateLimit: config.rateLimit, limiter, sql, redis, log });
@@ -130,7 +138,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
         log,
         // Anonymous call of a function the anonymous role may not run: exercises the whole
         // upstream path (HTTP, pool, database) without touching data.
-        upstream: () => options.upstream.fetch(`${options.upstream.url}/rpc/session_active`, { method: "GET", headers: { "Accept-Profile": "api" } }),
+        upstream: () => options.upstream.fetch(new Request(`${options.upstream.url}/rpc/session_active`, { method: "GET", headers: { "Accept-Profile": "api" } })),
       }),
     )
     .get("/docs", () => docsPage())
@@ -186,9 +194,9 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
 
   return {
     handle,
-    ready: () => catalogReady,
+    ready: () => startedUp,
     async close() {
-      catalog.stop();
+      ownSchema?.stop();
       await redis?.close();
       await sql.end({ timeout: 1 });
     },
@@ -218,6 +226,22 @@ function clientIp(request: Request, info: RequestInfo, trustProxy: boolean): str
 
 function fromUpstreamError(status: number, error: { code?: string; message?: string; details?: string | null; hint?: string | null } | null): ApiError {
   return new ApiError(status >= 500 ? status : 503, error?.code ?? "PGRST001", error?.message ?? "Upstream error", error?.details ?? null, error?.hint ?? null);
+}
+
+/** Settles when Redis's command connection is first ready or first fails (at most 2 s). */
+function firstConnection(redis: RedisLink): Promise<void> {
+  if (redis.ready()) return Promise.resolve();
+  return new Promise((resolve) => {
+    const settle = () => {
+      clearTimeout(timer);
+      redis.client.off("ready", settle);
+      redis.client.off("error", settle);
+      resolve();
+    };
+    const timer = setTimeout(settle, 2000);
+    redis.client.once("ready", settle);
+    redis.client.once("error", settle);
+  });
 }
 
 /** The session id of a revocation notification (`{"sid": …, "sub": …}`). */

@@ -1,4 +1,5 @@
 import { compactVerify, decodeProtectedHeader, SignJWT } from "jose";
+import { jwtVerifications } from "../engine/jwt";
 import { ApiError } from "./errors";
 
 /** Claims the gateway reads from an access token. Anything else is passed through untouched. */
@@ -74,6 +75,7 @@ export class JwtService {
   async verify(token: string): Promise<AccessClaims> {
     const known = this.known(token);
     if (known) return known;
+    if (jwtVerifications.hasSubscribers) jwtVerifications.publish({ verifier: "gateway" });
     const now = Math.floor(Date.now() / 1000);
     const parts = token.split(".");
     if (parts.length !== 3) throw jwtError("PGRST301", `Expected 3 parts in JWT; got ${parts.length}`);

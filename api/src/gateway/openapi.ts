@@ -124,7 +124,7 @@ function operation(fn: CatalogFunction, method: "get" | "post", defaultSchema: s
 
   const parameters: Schema[] = [];
   if (method === "get") {
-    for (const arg of callerArgs(fn.args)) {
+    for (const arg of callerArgs(fn.params)) {
       parameters.push({ name: arg.name, in: "query", required: !arg.hasDefault, schema: jsonSchemaOf(arg.type) });
     }
   }
@@ -140,12 +140,12 @@ function operation(fn: CatalogFunction, method: "get" | "post", defaultSchema: s
     operationId: `${method}_${fn.schema}_${fn.name}`,
     tags: [fn.schema],
     summary: fn.description ?? `${fn.schema}.${fn.name}`,
-    description: `${fn.volatility.toUpperCase()} function ${fn.schema}.${fn.name}(${callerArgs(fn.args).map((a) => `${a.name} ${a.type}`).join(", ")}) returns ${fn.returnsSet ? "setof " : ""}${fn.returnType}.` +
+    description: `${fn.volatility.toUpperCase()} function ${fn.schema}.${fn.name}(${callerArgs(fn.params).map((a) => `${a.name} ${a.type}`).join(", ")}) returns ${fn.returnsSet ? "setof " : ""}${fn.returnType}.` +
       (method === "get" && !NEVER_CACHED.has(fn.name) ? " GET answers are cached per caller (X-Cache: HIT|MISS)." : ""),
-    security: fn.anonymous ? [{}, { bearerAuth: [] }] : [{ bearerAuth: [] }],
+    security: fn.anonymousExecute ? [{}, { bearerAuth: [] }] : [{ bearerAuth: [] }],
     ...(parameters.length ? { parameters } : {}),
     ...(method === "post"
-      ? { requestBody: { required: callerArgs(fn.args).some((a) => !a.hasDefault), content: { "application/json": { schema: argsSchema(fn.args) } } } }
+      ? { requestBody: { required: callerArgs(fn.params).some((a) => !a.hasDefault), content: { "application/json": { schema: argsSchema(fn.params) } } } }
       : {}),
     responses,
   };

@@ -87,13 +87,15 @@ export class RpcHandler {
     if (caller instanceof Promise) caller = await caller;
     const clientAddress = notes.clientIp?.();
     const requestId = notes.requestId;
-    if (!rpc) return this.deps.upstream.relay({ method, target, query, schema, headers: request.headers, clientAddress, requestId });
+    // The token as verified here travels with every upstream call (see UpstreamFetch).
+    const verified = caller;
+    if (!rpc) return this.deps.upstream.relay({ method, target, query, schema, headers: request.headers, clientAddress, requestId, verified });
 
     const fn = target.rpc;
     if (schema === AUTH_SCHEMA && MFA_FUNCTIONS.has(fn) && !this.deps.config.mfa.enabled) throw mfaDisabled();
     if (method !== "POST") {
       if (this.postOnly(schema, fn)) throw gatewayErrors.readOfVolatile(method);
-      const read = { method, target, query, schema, headers: request.headers, clientAddress, requestId, parse: false } as const;
+      const read = { method, target, query, schema, headers: request.headers, clientAddress, requestId, verified, parse: false } as const;
       if (method === "GET" && this.cacheable(schema, fn)) return this.cached(request, schema, fn, read, caller, notes);
       return this.deps.upstream.relay(read);
     }
@@ -104,13 +106,13 @@ export class RpcHandler {
     // as possible of the CPU the admitted hashes and every other route need.
     if (hashes && this.deps.admission.full()) throw gatewayErrors.overloaded(1);
     const body = await readArguments(request, this.deps.config.maxBodyBytes);
-    if (!auth) return this.evictingWrites(fn, body, await this.deps.upstream.relay({ method, target, args: body, schema, headers: request.headers, clientAddress, requestId }));
+    if (!auth) return this.evictingWrites(fn, body, await this.deps.upstream.relay({ method, target, args: body, schema, headers: request.headers, clientAddress, requestId, verified }));
     // The auth functions' answers are read here (tokens, sessions, limits): they are sent the
     // arguments the function receives (PostgREST calls with an array body's first object).
     const args = this.withMfaKey(fn, calledWith(body));
     // Before the hash: a guessable new password never costs a bcrypt.
     checkNewPassword(fn, args);
-    const call = { method, target, args, schema, headers: request.headers, clientAddress, requestId } as const;
+    const call = { method, target, args, schema, headers: request.headers, clientAddress, requestId, verified } as const;
     const release = hashes ? await this.admitSignIn(fn, args, clientAddress) : undefined;
     let response: UpstreamResponse;
     try {

@@ -1,11 +1,19 @@
-import { PostgrestClient, PostgrestFilterBuilder } from "@supabase/postgrest-js";
+import { PostgrestClient } from "@supabase/postgrest-js";
+import type { Engine } from "../engine";
 import type { DatabaseBreaker } from "./db-breaker";
 import { withDeadline } from "./deadline";
 import { gatewayErrors, type ApiError } from "./errors";
+import type { VerifiedToken } from "./jwt";
 import { encodeSegment } from "./resolve";
 
-/** A fetch-compatible function: the embedded engine's `fetch` seam, or global fetch to PostgREST. */
-export type UpstreamFetch = (input: string | URL | Request, init?: RequestInit) => Promise<Response>;
+/**
+ * The one seam to PostgREST: a Request in, its Response out, whether the upstream is a real
+ * PostgREST over HTTP (global fetch) or the embedded engine in this process (Engine.handle).
+ * `verified` is the caller's token as the gateway verified it: a value in this process, never
+ * a header, so only the in-process engine can take it (and only for that very token); over
+ * HTTP it is not sent and PostgREST verifies the token itself.
+ */
+export type UpstreamFetch = (request: Request, verified?: VerifiedToken) => Promise<Response>;
 
 /**
  * Headers of the caller that PostgREST acts on, forwarded as they came (user-agent: sign_in
@@ -35,6 +43,8 @@ export interface UpstreamRequest {
   clientAddress?: string;
   /** The gateway's request id (a valid caller id, or one it made): replaces the caller's X-Request-Id. */
   requestId?: string;
+  /** The caller's bearer token as the gateway verified it (see UpstreamFetch). */
+  verified?: VerifiedToken;
   /**
    * Whether postgrest-js reads the answer into `data` / `error` (default true). False where the
    * gateway only needs the raw answer: postgrest-js then gets an empty body to read, which
@@ -83,8 +93,9 @@ interface Exchange {
 }
 
 /**
- * Talks to PostgREST (or the engine) through @supabase/postgrest-js. postgrest-js builds and
- * sends the request; the capturing fetch keeps the raw response so the gateway can relay
+ * Talks to PostgREST (or the engine) through @supabase/postgrest-js, used as any client uses it
+ * (PostgrestClient.rpc / from().select() with a custom fetch). postgrest-js builds and sends
+ * the request; the capturing fetch keeps the raw response so the gateway can relay
  * PostgREST's status, headers and body byte for byte, which postgrest-js's parsed result
  * alone would not preserve (Content-Range, headers set by functions, number formatting).
  */
@@ -134,27 +145,31 @@ export class Upstream {
     let expired = false;
     const answered = (response: Response) => {
       raw = response;
-      // postgrest-js reads what it is given: the answer only where the gateway wants its reading.
-      if (mode !== "parse") return unreadAnswer(response);
+      // postgrest-js reads what it is given: the answer only where the gateway wants its
+      // reading, else an empty one (sparing a JSON parse of bodies only relayed).
+      if (mode !== "parse") return new Response(null, { status: response.status, statusText: response.statusText });
       return new Response(nullBodyStatus(response.status) ? null : body, { status: response.status, statusText: response.statusText, headers: response.headers });
     };
     // The engine's relayed answers are not read at all (see relay).
     const readBody = mode !== "relay" || !this.buffered;
-    const capture: UpstreamFetch = (input, init) =>
+    const capture = (input: string | URL | Request, init?: RequestInit): Promise<Response> => {
+      const sent = this.fetchImpl(new Request(input, init), request.verified);
       // Enforced here, not only through the abort signal: an in-process upstream may not
       // watch the signal, and no request may wait on a stuck upstream forever.
-      withDeadline(
+      return withDeadline(
         readBody
-          ? this.fetchImpl(input, init).then(async (response) => {
+          ? sent.then(async (response) => {
               body = await response.text();
               return answered(response);
             })
-          : this.fetchImpl(input, init).then(answered),
+          : sent.then(answered),
         this.timeoutMs,
         () => (expired = true),
       );
+    };
 
-    const builder = this.builder(request, capture);
+    // postgrest-js types its fetch as `typeof fetch`, which also carries Bun's static extras.
+    const builder = this.builder(request, capture as typeof globalThis.fetch);
     const result = await builder;
     if (!raw) {
       if (expired) {
@@ -170,7 +185,7 @@ export class Upstream {
     return { response: raw, body, result };
   }
 
-  private builder(request: UpstreamRequest, fetch: UpstreamFetch) {
+  private builder(request: UpstreamRequest, fetch: typeof globalThis.fetch) {
     const headers = new Headers();
     for (const name of FORWARDED_HEADERS) {
       const value = request.headers.get(name);
@@ -178,27 +193,17 @@ export class Upstream {
     }
     if (request.clientAddress) headers.set("x-forwarded-for", request.clientAddress);
     if (request.requestId) headers.set("x-request-id", request.requestId);
-    // postgrest-js types its fetch as `typeof fetch`, which also carries Bun's static extras.
-    const send = fetch as typeof globalThis.fetch;
+    const client = new PostgrestClient(this.baseUrl, { fetch, schema: request.schema, retry: false, headers });
+    const { method } = request;
     if ("rpc" in request.target) {
-      // The request PostgrestClient.rpc would build (no count option), made here: the client's
-      // route to it costs a client, a URL parse of its own and two header copies per call.
-      const url = new URL(`${this.baseUrl}/rpc/${encodeSegment(request.target.rpc)}`);
-      appendQuery(url, request.query);
-      return new PostgrestFilterBuilder<any, any, any, any>({
-        method: request.method,
-        url,
-        headers,
-        schema: request.schema,
-        body: request.method === "POST" ? request.args : undefined,
-        fetch: send,
-        retry: false,
-      });
+      // Arguments of a GET or HEAD are the caller's query string, appended below as it came.
+      const builder = client.rpc(encodeSegment(request.target.rpc), method === "POST" ? request.args as object : {}, { get: method === "GET", head: method === "HEAD" });
+      appendQuery(urlOf(builder), request.query);
+      return builder;
     }
-    const client = new PostgrestClient(this.baseUrl, { fetch: send, schema: request.schema, retry: false, headers });
-    const builder = client.from(encodeSegment(request.target.relation)).select(request.query?.get("select") ?? "*", { head: request.method === "HEAD" });
+    const builder = client.from(encodeSegment(request.target.relation)).select(request.query?.get("select") ?? "*", { head: method === "HEAD" });
     // select= went through postgrest-js's own select(); the rest of the query as it came.
-    appendQuery((builder as unknown as { url: URL }).url, request.query, "select");
+    appendQuery(urlOf(builder), request.query, "select");
     return builder;
   }
 
@@ -218,17 +223,9 @@ export class Upstream {
 
 }
 
-const NO_HEADERS = new Headers();
-const emptyText = () => Promise.resolve("");
-
-/**
- * What postgrest-js is handed where the gateway wants no reading of the answer: its status and
- * an empty body. A plain object with the members postgrest-js reads (ok, status, statusText,
- * headers, text) rather than a Response, which would cost a native object and its headers on
- * every relayed request.
- */
-function unreadAnswer(response: Response): Response {
-  return { ok: response.ok, status: response.status, statusText: response.statusText, headers: NO_HEADERS, text: emptyText } as unknown as Response;
+/** The request URL a postgrest-js builder will send (a protected member in its types). */
+function urlOf(builder: object): URL {
+  return (builder as { url: URL }).url;
 }
 
 /**
@@ -250,7 +247,10 @@ function nullBodyStatus(status: number): boolean {
   return status === 204 || status === 304;
 }
 
-/** The embedded engine's `fetch(Request)` as a fetch-compatible function. */
-export function engineFetch(engine: { fetch(request: Request): Promise<Response> }): UpstreamFetch {
-  return (input, init) => engine.fetch(input instanceof Request && !init ? input : new Request(input, init));
+/** The embedded engine as the upstream: its handler, called in-process with the gateway's verification. */
+export function engineFetch(engine: Pick<Engine, "handle">): UpstreamFetch {
+  return (request, verified) => engine.handle(request, verified);
 }
+
+/** A real PostgREST as the upstream: the request over HTTP, the verification left behind. */
+export const httpFetch: UpstreamFetch = (request) => fetch(request);
