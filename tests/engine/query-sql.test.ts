@@ -3,7 +3,9 @@
 // The statements are also run on the test database, so the shape is checked by PostgreSQL.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import postgres from "postgres";
-import { arrayLiteral, buildReadSql, parseReadQuery, quoteIdent, UnsafeCastError, type ReadSource } from "../../api/src/engine/query";
+import {
+  arrayLiteral, buildCountExplainSql, buildReadSql, parseReadQuery, plannedRows, quoteIdent, UnsafeCastError, type ReadSource,
+} from "../../api/src/engine/query";
 import { testStack } from "../support/stack";
 
 const source: ReadSource = { text: '"qsql"."t"', values: [], qualifier: '"qsql"."t"' };
@@ -22,10 +24,30 @@ describe("parameters and identifiers", () => {
   });
 
   test("the source's own parameters come first", () => {
-    const q = buildReadSql({ text: '"qsql"."f"($1) pgrst_call', values: [42], qualifier: "pgrst_call" }, parseReadQuery("id=gt.1"), { count: true, shape: "json" });
-    expect(q.values).toEqual([42, "1"]);
+    const q = buildReadSql({ text: '"qsql"."f"($1) pgrst_call', values: [42], qualifier: "pgrst_call" }, parseReadQuery("id=gt.1&limit=5"), { count: true, shape: "json" });
+    expect(q.values).toEqual([42, "1", "5", "0"]);
     expect(q.text).toContain('pgrst_call."id" > $2');
     expect(q.text).toContain("pgrst_source_count AS ( SELECT 1 FROM \"qsql\".\"f\"($1) pgrst_call WHERE pgrst_call.\"id\" > $2 )");
+  });
+
+  test("an unpaginated count is the page's own count, with no second pass (PostgREST 16)", () => {
+    const q = buildReadSql({ text: '"qsql"."t"', values: [], qualifier: '"qsql"."t"' }, parseReadQuery("id=gt.1"), { count: true, shape: "json" });
+    expect(q.text).not.toContain("pgrst_source_count");
+    expect(q.text).toContain("SELECT pg_catalog.count(_postgrest_t) AS total_result_set");
+  });
+
+  test("count=estimated's bounded count stops at its limit", () => {
+    const q = buildReadSql({ text: '"qsql"."t"', values: [], qualifier: '"qsql"."t"' }, parseReadQuery("limit=2"), { count: true, countLimit: 3, shape: "json" });
+    expect(q.text).toContain('pgrst_source_count AS ( SELECT 1 FROM "qsql"."t" LIMIT $3 )');
+    expect(q.values).toEqual(["2", "0", "3"]);
+  });
+
+  test("the planned count explains the filtered source without its page", () => {
+    const source = { text: '"qsql"."t"', values: [], qualifier: '"qsql"."t"' };
+    const q = buildCountExplainSql(source, parseReadQuery("id=gt.1&order=id&limit=2"), {});
+    expect(q).toEqual({ text: 'EXPLAIN (FORMAT JSON) SELECT 1 FROM "qsql"."t" WHERE "qsql"."t"."id" > $1', values: ["1"] });
+    expect(plannedRows('[{"Plan": {"Node Type": "Seq Scan", "Plan Rows": 673}}]')).toBe(673);
+    expect(plannedRows("[]")).toBeNull();
   });
 
   test("identifiers are quoted as PostgREST quotes them", () => {

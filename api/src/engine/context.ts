@@ -10,7 +10,7 @@ import type { AuthResult } from "./jwt";
 import type { Preferences } from "./request";
 import { headersForGuc, parseCookies } from "./request";
 import type { SchemaCache } from "./schema-cache";
-import { runInRequestTransaction, type RequestConnections, type RequestSettings, type Statement, type TransactionEnd } from "./transaction";
+import { runStatementsInRequestTransaction, type RequestConnections, type RequestSettings, type Statement, type TransactionEnd } from "./transaction";
 import type { Row } from "postgres";
 import type { ReadRow } from "./query";
 
@@ -53,6 +53,7 @@ export function requestSettings(rt: EngineRuntime, req: EngineRequest): RequestS
     headers: headersForGuc(req.request.headers),
     cookies: parseCookies(req.request.headers.get("cookie")),
     searchPath: [req.schema, ...rt.config.dbExtraSearchPath.filter((s) => s !== req.schema)],
+    timezone: req.prefer.timezone,
   };
 }
 
@@ -65,6 +66,25 @@ export function commitRequested(config: EngineConfig, prefer: Preferences): { co
   return { commit: base, applied: false };
 }
 
+/**
+ * PostgREST's Preference-Applied for reads and calls: count, tx (when overridable), handling,
+ * timezone, and for calls max-affected under handling=strict, in this order.
+ */
+export function preferenceApplied(
+  prefer: Preferences,
+  tx: { commit: boolean; applied: boolean },
+  call: boolean,
+): Record<string, string> {
+  const values = [
+    prefer.count !== undefined ? `count=${prefer.count}` : null,
+    tx.applied ? `tx=${tx.commit ? "commit" : "rollback"}` : null,
+    prefer.handling !== undefined ? `handling=${prefer.handling}` : null,
+    prefer.timezone !== undefined ? `timezone=${prefer.timezone}` : null,
+    call && prefer.handling === "strict" && prefer.maxAffected !== undefined ? `max-affected=${prefer.maxAffected}` : null,
+  ].filter((v): v is string => v !== null);
+  return values.length === 0 ? {} : { "Preference-Applied": values.join(", ") };
+}
+
 /** How a request's transaction runs its statement. */
 export interface RequestAccess {
   readOnly: boolean;
@@ -72,20 +92,20 @@ export interface RequestAccess {
   genericPlans?: boolean;
 }
 
-/** The request's transaction with everything PostgREST does around the caller's statement. */
+/** The request's transaction with everything PostgREST does around the caller's statements. */
 export function runRequest(
   rt: EngineRuntime,
   req: EngineRequest,
   access: RequestAccess,
-  main: Statement,
+  statements: Statement[],
   end: TransactionEnd<Row[]>,
-): Promise<Row[]> {
+): Promise<Row[][]> {
   const { readOnly, genericPlans } = access;
-  return runInRequestTransaction(
+  return runStatementsInRequestTransaction(
     rt.connections,
     requestSettings(rt, req),
     { readOnly, genericPlans, preRequest: rt.config.dbPreRequest, acquisitionTimeoutSeconds: rt.config.dbPoolAcquisitionTimeoutSeconds },
-    main,
+    statements,
     end,
   );
 }
@@ -110,13 +130,27 @@ export async function runForRow(
   read: (rows: Row[]) => ReadRow,
   refusal?: (row: ReadRow) => ApiError | undefined,
 ): Promise<ReadRow> {
+  return (await runForRowThen(rt, req, access, main, [], commit, read, refusal)).row;
+}
+
+/** runForRow, with statements that run after the main one in the same transaction (their rows too). */
+export async function runForRowThen(
+  rt: EngineRuntime,
+  req: EngineRequest,
+  access: RequestAccess,
+  main: Statement,
+  after: Statement[],
+  commit: boolean,
+  read: (rows: Row[]) => ReadRow,
+  refusal?: (row: ReadRow) => ApiError | undefined,
+): Promise<{ row: ReadRow; after: Row[][] }> {
   let judged: { row: ReadRow; refused: ApiError | undefined } | undefined;
   const judge = (rows: Row[]) => {
     const row = read(rows);
     return (judged = { row, refused: refusal?.(row) });
   };
-  const rows = await runRequest(rt, req, access, main, refusal ? (r) => commit && judge(r).refused === undefined : commit);
-  const { row, refused } = judged ?? judge(rows);
+  const results = await runRequest(rt, req, access, [main, ...after], refusal ? (r) => commit && judge(r).refused === undefined : commit);
+  const { row, refused } = judged ?? judge(results[0]!);
   if (refused) throw refused;
-  return row;
+  return { row, after: results.slice(1) };
 }

@@ -108,8 +108,9 @@ export function fromDatabaseError(e: unknown, authed: boolean): ApiError {
   if (e instanceof ApiError) return e;
   if (isConnectionError(e)) {
     // PostgREST puts libpq's text in details; the driver's (addresses, socket paths) is kept
-    // from clients: no internal error text reaches them.
-    return new ApiError(503, "PGRST000", "Database connection error. Retrying the connection.", null);
+    // from clients: no internal error text reaches them. Since 14.13 the message no longer
+    // says "Retrying the connection." (the retry is logged instead).
+    return new ApiError(503, "PGRST000", "Database connection error.", null);
   }
   const err = e as PgLikeError;
   if (err && typeof err.code === "string" && /^[0-9A-Z]{5}$/.test(err.code) && typeof err.message === "string") {

@@ -6,10 +6,10 @@
  * and aggregates are answered with PostgREST-shaped errors naming what the engine does not do.
  */
 import { ApiError } from "./errors";
-import { commitRequested, notSingular, runForRow, type EngineRequest, type EngineRuntime } from "./context";
+import { commitRequested, notSingular, preferenceApplied, runForRowThen, type EngineRequest, type EngineRuntime } from "./context";
 import {
-  buildReadSql, negotiateRead, parseReadQuery, qualified, rangeErrorResponse, rangeOutcome, UnsafeCastError,
-  type ReadQuery, type ReadRow,
+  buildCountExplainSql, buildReadSql, negotiateRead, parseReadQuery, plannedRows, qualified, rangeErrorBody, rangeOutcome,
+  UnsafeCastError, type ReadQuery, type ReadRow,
 } from "./query";
 import { checkStrictPreferences } from "./request";
 import { responseFromGucs } from "./response";
@@ -73,7 +73,7 @@ export async function handleRelation(rt: EngineRuntime, req: EngineRequest, name
   if (!relation) throw tableNotFound(cache, req.schema, name);
 
   if (req.method === "OPTIONS") {
-    return new Response(null, { status: 200, headers: { "Access-Control-Allow-Origin": "*", Allow: "OPTIONS,GET,HEAD" } });
+    return new Response(null, { status: 200, headers: { "Content-Length": "0", "Access-Control-Allow-Origin": "*", Allow: "OPTIONS,GET,HEAD" } });
   }
   if (WRITE_METHODS.has(req.method)) throw writesNotSupported(req.method, req.schema, name);
   if (!isRead || !parsed) throw new ApiError(405, "PGRST117", `Unsupported HTTP method: ${req.method}`);
@@ -81,55 +81,62 @@ export async function handleRelation(rt: EngineRuntime, req: EngineRequest, name
   checkStrictPreferences(req.prefer);
   const query = capRows(parsed, rt.config.dbMaxRows);
   const media = negotiateRead(req.request.headers.get("accept"));
-  // planned/estimated counts are answered with the exact count (documented divergence).
-  const count = req.prefer.count !== undefined;
+  // PostgREST's counts: exact counts every row; planned takes the planner's estimate (EXPLAIN of
+  // the count query); estimated counts exactly up to db-max-rows + 1 and, past max-rows (or with
+  // no max-rows at all), answers the larger of that count and the estimate.
+  const countMode = req.prefer.count;
+  const exactCount = countMode === "exact" || countMode === "estimated";
+  const explain = countMode === "planned" || countMode === "estimated";
   const target = qualified(relation.schema, relation.name);
+  const source = { text: target, values: [], qualifier: target };
 
   let built;
+  let explainSql;
   try {
-    built = buildReadSql({ text: target, values: [], qualifier: target }, query, {
-      count,
+    built = buildReadSql(source, query, {
+      count: exactCount,
+      countLimit: countMode === "estimated" && rt.config.dbMaxRows !== undefined ? rt.config.dbMaxRows + 1 : undefined,
       shape: req.method === "HEAD" ? "none" : media.shape,
       stripNulls: media.stripNulls,
       columns: columnTypes(relation),
     });
+    if (explain) explainSql = buildCountExplainSql(source, query, { columns: columnTypes(relation) });
   } catch (e) {
     if (e instanceof UnsafeCastError) throw badCast(e.message);
     throw e;
   }
 
   const singular = media.shape === "single";
-  const { commit, applied } = commitRequested(rt.config, req.prefer);
-  const row = await runForRow(
+  const tx = commitRequested(rt.config, req.prefer);
+  const { row, after } = await runForRowThen(
     rt,
     req,
     { readOnly: true, genericPlans: rt.config.relationGenericPlans },
     { text: built.text, values: built.values, prepare: rt.connections.preparable(built.text) },
-    commit,
+    explainSql ? [{ text: explainSql.text, values: explainSql.values, prepare: false }] : [],
+    tx.commit,
     (rows) => rows[0] as ReadRow,
     singular ? (r) => (Number(r.page_total) === 1 ? undefined : notSingular(Number(r.page_total))) : undefined,
   );
 
-  const total = row.total_result_set === null ? null : Number(row.total_result_set);
+  const counted = row.total_result_set === null ? null : Number(row.total_result_set);
+  const planned = explainSql ? plannedRows(Object.values(after[0]?.[0] ?? {})[0]) : null;
+  let total = counted;
+  if (countMode === "planned") total = planned;
+  else if (countMode === "estimated" && counted !== null && planned !== null &&
+    (rt.config.dbMaxRows === undefined || counted > rt.config.dbMaxRows)) total = Math.max(counted, planned);
   const outcome = rangeOutcome(query.range, Number(row.page_total), total);
   // With several exposed schemas PostgREST names the one it served (default included).
   const profile: Record<string, string> = rt.config.dbSchemas.length > 1 ? { "Content-Profile": req.schema } : {};
-  if (outcome.error) {
-    return rangeErrorResponse(outcome.error, { "Content-Type": media.contentType, ...profile, "Content-Range": outcome.contentRange }, rt.config.clientErrorVerbosity);
-  }
-
   const headers: Record<string, string> = {
-    "Content-Type": media.contentType,
-    ...profile,
     "Content-Range": outcome.contentRange,
     "Content-Location": `/${encodeURI(name)}${query.canonical === "" ? "" : "?" + query.canonical}`,
+    "Content-Type": media.contentType,
+    ...profile,
+    ...preferenceApplied(req.prefer, tx, false),
   };
-  // PostgREST's Preference-Applied for reads: count, tx (when overridable), handling, in this order.
-  const appliedPrefs = [
-    count ? `count=${req.prefer.count}` : null,
-    applied ? `tx=${commit ? "commit" : "rollback"}` : null,
-    req.prefer.handling ? `handling=${req.prefer.handling}` : null,
-  ].filter(Boolean);
-  if (appliedPrefs.length > 0) headers["Preference-Applied"] = appliedPrefs.join(", ");
-  return responseFromGucs(row, outcome.status, req.method === "HEAD" ? null : row.body ?? "", headers);
+  // The 416 of an offset past the counted total is rendered from the result, with the read's
+  // headers (and no Proxy-Status), as PostgREST does.
+  const body = req.method === "HEAD" ? null : outcome.error ? rangeErrorBody(outcome.error, rt.config.clientErrorVerbosity) : row.body ?? "";
+  return responseFromGucs(row, outcome.status, body, headers);
 }

@@ -40,9 +40,11 @@ export function parsePrefer(headers: Headers): Preferences {
     if (key in KNOWN && KNOWN[key]!.includes(value)) {
       const target = prefs as unknown as Record<string, string>;
       if (target[key] === undefined) target[key] = value;
-    } else if (key === "max-affected" && /^\d+$/.test(value)) {
-      prefs.maxAffected ??= Number(value);
-    } else if (key === "timezone" && value !== "") {
+    } else if (key === "max-affected") {
+      // PostgREST ignores an unreadable max-affected without counting it as invalid.
+      if (/^\d+$/.test(value)) prefs.maxAffected ??= Number(value);
+    } else if (key === "timezone" && eq >= 0) {
+      // Any value: PostgreSQL judges it when the transaction sets it (PostgREST 16).
       prefs.timezone ??= value;
     } else {
       prefs.invalid.push(item);

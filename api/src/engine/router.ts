@@ -20,6 +20,18 @@ function decodeSegment(segment: string): string {
   }
 }
 
+/**
+ * PostgREST 16 adds `Vary: Accept, Prefer, Range` to every response it builds from a request's
+ * result (OPTIONS and the inline 416 included), unless the function set a Vary of its own through
+ * `response.headers`; error responses have none.
+ */
+const VARY = "Accept, Prefer, Range";
+
+function withVary(response: Response): Response {
+  if (!response.headers.has("vary")) response.headers.set("Vary", VARY);
+  return response;
+}
+
 export async function route(
   rt: EngineRuntime,
   auth: Pick<JwtAuthenticator, "authenticate">,
@@ -46,10 +58,10 @@ export async function route(
   };
   try {
     if (segments.length === 2 && segments[0] === "rpc") {
-      return await handleRpc(rt, req, decodeSegment(segments[1]!));
+      return withVary(await handleRpc(rt, req, decodeSegment(segments[1]!)));
     }
     if (segments.length === 1) {
-      return await handleRelation(rt, req, decodeSegment(segments[0]!));
+      return withVary(await handleRelation(rt, req, decodeSegment(segments[0]!)));
     }
     if (segments.length === 0) {
       throw new ApiError(404, "PGRST126", "Root endpoint metadata is disabled");

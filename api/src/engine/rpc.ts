@@ -7,10 +7,10 @@
  */
 import type { Row } from "postgres";
 import { ApiError } from "./errors";
-import { commitRequested, notSingular, runForRow, type EngineRequest, type EngineRuntime } from "./context";
+import { commitRequested, notSingular, preferenceApplied, runForRow, type EngineRequest, type EngineRuntime } from "./context";
 import { FuzzySet } from "./fuzzy";
 import {
-  buildReadSql, decodeQueryString, negotiateRead, parseReadQuery, rangeOutcome,
+  buildReadSql, decodeQueryString, negotiateRead, parseReadQuery, rangeErrorBody, rangeOutcome,
   UnsafeCastError, type BodyShape, type ReadQuery, type ReadRow,
 } from "./query";
 import { checkStrictPreferences, decodeUtf8Body, parseJsonBounded, readBody } from "./request";
@@ -63,23 +63,26 @@ export async function handleRpc(rt: EngineRuntime, req: EngineRequest, functionN
   const call = callSource(routine, input, req.prefer.params === "single-object");
   const shaped = routine.returnsSet ? capRows(parsedQuery, rt.config.dbMaxRows) : parsedQuery;
   let built;
-  const scalarCall = rows === "single-scalar" && (shape === "json" || shape === "single") && req.prefer.count === undefined &&
+  const scalarCall = rows === "single-scalar" && (shape === "json" || shape === "single") && req.prefer.count !== "exact" && req.prefer.count !== "estimated" &&
     isPlainRead(shaped) && shaped.range.lower === 0 && shaped.range.upper === null && input.jsonShape !== "array";
+  // PostgREST counts a call's rows for count=exact and count=estimated (exactly: it explains only
+  // table and view reads); count=planned leaves a call's total unknown.
+  const counted = req.prefer.count === "exact" || req.prefer.count === "estimated";
   try {
-    // planned/estimated counts are answered with the exact count, as for relations.
     built = scalarCall
       ? scalarCallSql(routine, call)
       : buildReadSql(
           { text: `${call.args ? `${call.args}, LATERAL ` : ""}${call.call} ${call.alias}`, values: call.values, qualifier: "pgrst_call" },
           shaped,
-          { count: req.prefer.count !== undefined, shape, rows },
+          { count: counted, shape, rows },
         );
   } catch (e) {
     if (e instanceof UnsafeCastError) throw new ApiError(400, "PGRST100", `invalid cast: ${e.message}`);
     throw e;
   }
 
-  const { commit, applied } = commitRequested(rt.config, req.prefer);
+  const tx = commitRequested(rt.config, req.prefer);
+  const { commit } = tx;
   const singular = media.shape === "single" && routine.returnsSet;
   const maxAffected = req.prefer.handling === "strict" ? req.prefer.maxAffected : undefined;
   const readOnly = isRead || routine.volatility !== "volatile";
@@ -108,25 +111,13 @@ export async function handleRpc(rt: EngineRuntime, req: EngineRequest, functionN
   // With several exposed schemas PostgREST names the one that served the call (default
   // included, GET and POST alike) wherever it sends a Content-Type: not on a void function's 204.
   const profile: Record<string, string> = rt.config.dbSchemas.length > 1 ? { "Content-Profile": req.schema } : {};
-  if (outcome.error) {
-    // PostgREST renders this 416 from the result itself: no Proxy-Status.
-    const err = outcome.error;
-    const body = rt.config.clientErrorVerbosity === "minimal" ? JSON.stringify({ code: err.code, message: err.message }) : err.body();
-    return new Response(body, {
-      status: 416,
-      headers: { "Content-Type": media.contentType, ...profile, "Content-Length": String(Buffer.byteLength(body)), "Content-Range": outcome.contentRange },
-    });
-  }
-
-  const headers: Record<string, string> = {};
-  if (applied) headers["Preference-Applied"] = `tx=${commit ? "commit" : "rollback"}`;
-  if (routine.returnKind === "void") {
-    return responseFromGucs(row, 204, null, headers);
-  }
+  const headers: Record<string, string> = { "Content-Range": outcome.contentRange, ...preferenceApplied(req.prefer, tx, true) };
+  // A void function answers 204 with the range and preferences, and without a Content-Type.
+  if (routine.returnKind === "void") return responseFromGucs(row, 204, null, headers);
   headers["Content-Type"] = media.contentType;
   Object.assign(headers, profile);
-  headers["Content-Range"] = outcome.contentRange;
-  const body = req.method === "HEAD" ? null : row.body ?? "";
+  // The 416 of an offset past the counted total is rendered from the result (no Proxy-Status).
+  const body = req.method === "HEAD" ? null : outcome.error ? rangeErrorBody(outcome.error, rt.config.clientErrorVerbosity) : row.body ?? "";
   return responseFromGucs(row, outcome.status, body, headers);
 }
 
@@ -142,7 +133,7 @@ function routineInfo(rt: EngineRuntime, req: EngineRequest, functionName: string
   const routine = chooseRoutine(req, functionName, cache.routinesNamed(req.schema, functionName), readArguments(parsedQuery),
     () => cache.similarRoutineName(req.schema, functionName));
   const allow = routine.volatility === "volatile" ? "OPTIONS,POST" : "OPTIONS,GET,HEAD,POST";
-  return new Response(null, { status: 200, headers: { "Access-Control-Allow-Origin": "*", Allow: allow } });
+  return new Response(null, { status: 200, headers: { "Content-Length": "0", "Access-Control-Allow-Origin": "*", Allow: allow } });
 }
 
 function isPlainRead(q: ReadQuery): boolean {

@@ -1,21 +1,28 @@
 /**
  * `bun run rpc-engine`: the embedded engine as a standalone HTTP server on PGRST_SERVER_PORT
  * (default 3000), configured like PostgREST from PGRST_* variables (PGRST_DB_URI or DATABASE_URL).
+ * Served with node:http so a function's custom reason phrase reaches the wire (see node-http.ts).
  */
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
 import { createEngine, engineConfigFromEnv } from "./index";
+import { nodeRequestListener } from "./node-http";
 
 const config = engineConfigFromEnv(process.env);
 const engine = await createEngine(config, { databaseUrl: process.env.DATABASE_URL });
-const server = Bun.serve({
-  hostname: config.serverHost,
-  port: config.serverPort,
-  // fetch, not handle: a request from the network has its token verified here.
-  fetch: (request) => engine.fetch(request),
+const origin = `http://${config.serverHost.includes(":") ? `[${config.serverHost}]` : config.serverHost}:${config.serverPort}`;
+// engine.fetch, not engine.handle: a request from the network has its token verified here.
+const server = createServer(nodeRequestListener((request) => engine.fetch(request), origin));
+await new Promise<void>((resolve, reject) => {
+  server.once("error", reject);
+  server.listen(config.serverPort, config.serverHost, () => resolve());
 });
-console.error(`engine: listening on http://${server.hostname}:${server.port} (schemas: ${config.dbSchemas.join(", ")})`);
+const address = server.address() as AddressInfo;
+console.error(`engine: listening on http://${address.address}:${address.port} (schemas: ${config.dbSchemas.join(", ")})`);
 
 const stop = async () => {
-  server.stop();
+  server.closeAllConnections?.();
+  server.close();
   await engine.close();
   process.exit(0);
 };

@@ -22,6 +22,11 @@ export interface RequestSettings {
   cookies: Record<string, string>;
   /** The schema of the request first, then PGRST_DB_EXTRA_SEARCH_PATH. */
   searchPath: string[];
+  /**
+   * `Prefer: timezone=…`, given to PostgreSQL as it is (PostgREST 16 no longer checks it
+   * first): an invalid zone fails the request with PostgreSQL's own 22023.
+   */
+  timezone?: string;
 }
 
 export interface TransactionOptions {
@@ -62,7 +67,7 @@ interface Waiter {
   grant: () => void;
 }
 
-const connectionError = (details: string) => new ApiError(503, "PGRST000", "Database connection error. Retrying the connection.", details);
+const connectionError = (details: string) => new ApiError(503, "PGRST000", "Database connection error.", details);
 
 /**
  * The engine's request connections: at most `size` (PGRST_DB_POOL) request transactions at a
@@ -212,6 +217,7 @@ function settingsStatement(s: RequestSettings, genericPlans: boolean): { text: s
   set("request.path", s.path);
   set("request.headers", JSON.stringify(s.headers));
   set("request.cookies", JSON.stringify(s.cookies));
+  if (s.timezone !== undefined) set("timezone", s.timezone);
   if (genericPlans) sets.push("set_config('plan_cache_mode', 'force_generic_plan', true)");
   return { text: `select ${sets.join(", ")}`, values };
 }
@@ -227,10 +233,24 @@ export async function runInRequestTransaction(
   main: Statement,
   end: TransactionEnd<Row[]>,
 ): Promise<Row[]> {
+  return (await runStatementsInRequestTransaction(connections, settings, options, [main], end))[0]!;
+}
+
+/**
+ * The caller's statements, in order, inside the request's transaction (e.g. a read, then the
+ * EXPLAIN of its count): the rows of each. `end` judges the first statement's rows.
+ */
+export async function runStatementsInRequestTransaction(
+  connections: RequestConnections,
+  settings: RequestSettings,
+  options: TransactionOptions,
+  statements: Statement[],
+  end: TransactionEnd<Row[]>,
+): Promise<Row[][]> {
   const conn = await connections.acquire(options.acquisitionTimeoutSeconds);
   let broken = false;
   try {
-    return await inTransactionBlock(conn, settings, options, main, end);
+    return await inTransactionBlock(conn, settings, options, statements, end);
   } catch (e) {
     if (isConnectionError(e)) broken = true;
     throw e;
@@ -243,9 +263,9 @@ async function inTransactionBlock(
   tx: ReservedSql,
   settings: RequestSettings,
   options: TransactionOptions,
-  main: Statement,
+  statements: Statement[],
   end: TransactionEnd<Row[]>,
-): Promise<Row[]> {
+): Promise<Row[][]> {
   let ended = false;
   try {
     const { text, values } = settingsStatement(settings, options.genericPlans === true);
@@ -256,7 +276,10 @@ async function inTransactionBlock(
     if (options.preRequest) steps.push(tx.unsafe(preRequestCall(options.preRequest)).execute());
     // The extended protocol also for a statement without parameters (unsafe() would send those
     // as simple queries), so the caller's statement is prepared as `prepare` says.
-    steps.push(tx.unsafe(main.text, main.values as never[], { prepare: main.prepare, simple: false } as { prepare: boolean }).execute());
+    const first = steps.length;
+    for (const main of statements) {
+      steps.push(tx.unsafe(main.text, main.values as never[], { prepare: main.prepare, simple: false } as { prepare: boolean }).execute());
+    }
     let endStep: Promise<unknown> | undefined;
     let endError: unknown;
     if (typeof end === "boolean") {
@@ -283,13 +306,13 @@ async function inTransactionBlock(
     if (failure) throw failure.reason;
     // COMMIT itself can fail (a deferred constraint, a lost connection): then nothing was kept.
     if (endError !== undefined) throw endError;
-    const result = (settled[settled.length - 1] as PromiseFulfilledResult<Row[]>).value;
+    const results = settled.slice(first, first + statements.length).map((r) => (r as PromiseFulfilledResult<Row[]>).value);
     if (typeof end === "function") {
-      const commit = end(result);
+      const commit = end(results[0]!);
       ended = true;
       await tx.unsafe(commit ? "commit" : "rollback", [], PREPARED);
     }
-    return result;
+    return results;
   } catch (e) {
     if (!ended && !isConnectionError(e)) await tx.unsafe("rollback").catch(() => {});
     throw e;

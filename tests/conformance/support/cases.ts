@@ -15,7 +15,7 @@ export const SHARED_AREAS = ["rpc", "auth", "errors"] as const;
  * Our own transcriptions (tests/conformance/local/<area>.json) from PostgREST's test specs, for
  * what the engine claims beyond the shared areas. Same case format; ids from 90000.
  */
-export const LOCAL_AREAS = ["v16-rpc", "v16-options", "v16-profiles"] as const;
+export const LOCAL_AREAS = ["v16-rpc", "v16-options", "v16-profiles", "v16-ranges", "v16-timezone"] as const;
 export const LOCAL_DIR = resolve(join(import.meta.dir, "..", "local"));
 export const AREAS = [...SHARED_AREAS, ...LOCAL_AREAS] as const;
 export type Area = (typeof AREAS)[number];

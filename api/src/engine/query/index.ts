@@ -8,15 +8,15 @@
  *                            { count, shape: media.shape, stripNulls: media.stripNulls });
  *   const [row] = await tx.unsafe(sql.text, sql.values);  // one row: total_result_set, page_total, body, GUCs
  *   const outcome = rangeOutcome(q.range, Number(row.page_total), count ? Number(row.total_result_set) : null);
- *   // outcome.status (200/206/416), outcome.contentRange; rangeErrorResponse() for the inline 416
+ *   // outcome.status (200/206/416), outcome.contentRange; rangeErrorBody() for the inline 416
  */
 export type {
   Condition, Field, Filter, JsonStep, Operation, OrderTerm, ReadQuery, RowRange, SelectItem,
 } from "./types";
 export { parseReadQuery, decodeQueryString, resolveRange, notImplemented, type ParseOptions, type RawParams } from "./params";
 export {
-  buildReadSql, quoteIdent, qualified, arrayLiteral, UnsafeCastError,
+  buildReadSql, buildCountExplainSql, plannedRows, quoteIdent, qualified, arrayLiteral, UnsafeCastError,
   type BodyShape, type BuildOptions, type ReadRow, type ReadSource, type SqlText,
 } from "./sql";
-export { contentRange, rangeErrorResponse, rangeOutcome, type RangeOutcome } from "./range";
+export { contentRange, rangeErrorBody, rangeOutcome, type RangeOutcome } from "./range";
 export { negotiateRead, type ReadMedia } from "./media";

@@ -39,11 +39,10 @@ export function rangeOutcome(range: RowRange, pageTotal: number, tableTotal: num
 }
 
 /**
- * The 416 response PostgREST renders inline from a read result (not through its error handler):
- * no Proxy-Status header; the client-error verbosity still applies. `headers` carries at least
- * Content-Type and Content-Range.
+ * The body of the 416 PostgREST renders inline from a read result (not through its error
+ * handler, so the response has the read's headers and no Proxy-Status); the client-error
+ * verbosity still applies.
  */
-export function rangeErrorResponse(err: ApiError, headers: Record<string, string>, verbosity: "verbose" | "minimal"): Response {
-  const body = verbosity === "minimal" ? JSON.stringify({ code: err.code, message: err.message }) : err.body();
-  return new Response(body, { status: 416, headers: { ...headers, "Content-Length": String(Buffer.byteLength(body)) } });
+export function rangeErrorBody(err: ApiError, verbosity: "verbose" | "minimal"): string {
+  return verbosity === "minimal" ? JSON.stringify({ code: err.code, message: err.message }) : err.body();
 }

@@ -27,7 +27,13 @@ export type BodyShape =
   | "none"; // HEAD: headers only
 
 export interface BuildOptions {
+  /** The total of the unpaginated result goes in total_result_set (exact and estimated counts). */
   count: boolean;
+  /**
+   * Count at most this many rows (count=estimated under db-max-rows counts up to max-rows + 1,
+   * only to learn whether the planner's guess is needed).
+   */
+  countLimit?: number;
   shape: BodyShape;
   /**
    * Rows are `pgrst_scalar` values (a function returning a scalar or SETOF scalar); `single`
@@ -203,7 +209,7 @@ export function buildReadSql(source: ReadSource, query: ReadQuery, opts: BuildOp
   if (source.values.length > 0 || !Object.isFrozen(query)) return buildUncached(source, query, opts);
   let forQuery = memo.get(query);
   if (!forQuery) memo.set(query, (forQuery = new Map()));
-  const key = `${source.text}\u0000${source.qualifier}\u0000${opts.count}\u0000${opts.shape}\u0000${opts.rows ?? ""}\u0000${opts.stripNulls ?? false}`;
+  const key = `${source.text}\u0000${source.qualifier}\u0000${opts.count}\u0000${opts.countLimit ?? ""}\u0000${opts.shape}\u0000${opts.rows ?? ""}\u0000${opts.stripNulls ?? false}`;
   const hit = forQuery.get(key);
   if (hit && hit.columns === opts.columns) return hit.sql;
   const sql = buildUncached(source, query, opts);
@@ -227,9 +233,16 @@ function buildUncached(source: ReadSource, query: ReadQuery, opts: BuildOptions)
 
   const from = ` FROM ${source.text}`;
   let text = `WITH pgrst_source AS ( SELECT ${select}${from}${where}${order}${limitOffset} )`;
-  if (opts.count) text += ` , pgrst_source_count AS ( SELECT 1${from}${where} )`;
+  // Without a range (nor db-max-rows, which sets one) the page is the whole result, so its count
+  // is the total: PostgREST 16 counts once then.
+  const separateCount = opts.count && ranged;
+  if (separateCount) {
+    const limit = opts.countLimit === undefined ? "" : ` LIMIT ${params.add(String(opts.countLimit))}`;
+    text += ` , pgrst_source_count AS ( SELECT 1${from}${where}${limit} )`;
+  }
+  const total = separateCount ? "(SELECT pg_catalog.count(*) FROM pgrst_source_count)" : opts.count ? "pg_catalog.count(_postgrest_t)" : "null::bigint";
   text +=
-    ` SELECT ${opts.count ? "(SELECT pg_catalog.count(*) FROM pgrst_source_count)" : "null::bigint"} AS total_result_set,` +
+    ` SELECT ${total} AS total_result_set,` +
     ` pg_catalog.count(_postgrest_t) AS page_total,` +
     ` ${bodyExpression(opts.shape, opts.rows ?? "records", opts.stripNulls ?? false)} AS body,` +
     ` nullif(current_setting('response.headers', true), '') AS response_headers,` +
@@ -238,3 +251,20 @@ function buildUncached(source: ReadSource, query: ReadQuery, opts: BuildOptions)
   return { text, values: params.values };
 }
 
+/**
+ * `EXPLAIN (FORMAT JSON)` of the count query (the source with its filters, no order, no page):
+ * the planner's row estimate is count=planned's total, and count=estimated's past db-max-rows.
+ */
+export function buildCountExplainSql(source: ReadSource, query: ReadQuery, opts: Pick<BuildOptions, "columns">): SqlText {
+  const params = new Params([...source.values]);
+  const b = new Builder(source.qualifier, params, opts.columns);
+  const where = query.where === null ? "" : ` WHERE ${b.condition(query.where)}`;
+  return { text: `EXPLAIN (FORMAT JSON) SELECT 1 FROM ${source.text}${where}`, values: params.values };
+}
+
+/** The top plan's "Plan Rows" from an `EXPLAIN (FORMAT JSON)` result (json as text or parsed). */
+export function plannedRows(plan: unknown): number | null {
+  const parsed = typeof plan === "string" ? JSON.parse(plan) : plan;
+  const rows = Array.isArray(parsed) ? parsed[0]?.Plan?.["Plan Rows"] : undefined;
+  return typeof rows === "number" && Number.isFinite(rows) ? Math.round(rows) : null;
+}
