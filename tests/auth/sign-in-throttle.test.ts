@@ -17,7 +17,7 @@ const INVALID = { code: "PT401", details: null, hint: null, message: "invalid em
 // The function's own answer (response.status and response.headers), so the failure is committed.
 const FAILED: Answer = {
   status: 401,
-  headers: { "content-range": "0-0/*", "content-type": "application/json; charset=utf-8", "proxy-status": "PostgREST; error=PT401", "www-authenticate": "Bearer" },
+  headers: { "content-range": "0-0/*", "content-type": "application/json; charset=utf-8", "proxy-status": "PostgREST; error=PT401", vary: "Accept, Prefer, Range", "www-authenticate": "Bearer" },
   body: INVALID,
 };
 
@@ -25,7 +25,7 @@ function throttled(seconds: number): Answer {
   return {
     status: 429,
     // Answered through response.status/headers (so the refusal is recorded): a function answer, like FAILED.
-    headers: { "content-range": "0-0/*", "content-type": "application/json; charset=utf-8", "proxy-status": "PostgREST; error=PT429", "retry-after": String(seconds) },
+    headers: { "content-range": "0-0/*", "content-type": "application/json; charset=utf-8", "proxy-status": "PostgREST; error=PT429", "retry-after": String(seconds), vary: "Accept, Prefer, Range" },
     body: { code: "PT429", message: "too many failed sign-ins", details: null, hint: `Retry after ${seconds} seconds.` },
   };
 }
