@@ -128,7 +128,7 @@ describe("lifetimes", () => {
     await Bun.sleep(600);
     const refused = await call("/rpc/me", { token: tokens.access_token });
     expect(refused.status).toBe(401);
-    expect(refused.json.code).toBe("PGRST303");
+    expect(refused.json.code).toBe("AA301");
   });
 
   test("the settings apply without a restart", async () => {

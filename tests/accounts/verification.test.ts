@@ -114,7 +114,7 @@ describe("password policy (gateway, zxcvbn, offline)", () => {
       const user = { email: newUser().email, password, first_name: "Ada", last_name: "Lovelace" };
       const result = await call("/rpc/sign_up", { body: user });
       expect(result.status).toBe(400);
-      expect(result.json).toMatchObject({ code: "22023", message: "password is too weak" });
+      expect(result.json).toMatchObject({ code: "AA103", message: "password is too weak" });
       expect(typeof result.json.hint).toBe("string");
       expect((await sql`select count(*)::int as n from auth.users where email = ${user.email}`)[0]!.n).toBe(0);
     }

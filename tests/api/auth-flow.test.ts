@@ -6,7 +6,7 @@ import { testStack } from "../support/stack";
 import { call, newUser, pastRefreshGrace, signedInUser, signIn, signUp } from "./helpers";
 
 const REVOKED = {
-  code: "PGRST303",
+  code: "AA301",
   details: null,
   hint: "Sign in again.",
   message: "JWT session revoked",

@@ -190,7 +190,7 @@ describe.skipIf(!env)("the engine seam [starts its own APIs and engines: not wit
       await probeApi.upstream.schema!.reload();
       expect(await documented(probeApi.url)).toContain("/rpc/probe_shared");
       const read = await call("/rpc/probe_shared", { base: probeApi.url, headers: { "Accept-Profile": "seam_probe" } });
-      expect({ status: read.status, code: read.json.code }).toEqual({ status: 405, code: "PGRST101" });
+      expect({ status: read.status, code: read.json.code }).toEqual({ status: 405, code: "AA101" });
       const write = await call("/rpc/probe_shared", { base: probeApi.url, method: "POST", body: {}, headers: { "Content-Profile": "seam_probe" } });
       expect({ status: write.status, body: write.json }).toEqual({ status: 200, body: 1 });
     });

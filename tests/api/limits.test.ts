@@ -28,8 +28,12 @@ function expectLimited(result: { status: number; headers: Headers; json: any }, 
   expect(result.status).toBe(429);
   expect(Number(result.headers.get("retry-after"))).toBeGreaterThanOrEqual(1);
   expect(Object.keys(result.json)).toEqual(["code", "details", "hint", "message"]);
-  expect(result.json.message).toBe("Too many requests");
-  expect(result.json.details).toBe(`Limit per ${scope} reached`);
+  expect(result.json).toEqual({
+    code: "AA401",
+    details: `Limit per ${scope} reached`,
+    hint: `Retry after ${result.headers.get("retry-after")} seconds.`,
+    message: "Too many requests",
+  });
 }
 
 /**
@@ -142,7 +146,7 @@ describe("sign-in admission control", () => {
     expect(statuses.every((s) => s === 200 || s === 503)).toBe(true);
     const refused = results.find((r) => r.status === 503)!;
     expect(refused.headers.get("retry-after")).toBe("1");
-    expect(refused.json).toEqual({ code: "PGRST503", details: null, hint: "Retry after 1 second(s).", message: "Too many sign-in requests in progress" });
+    expect(refused.json).toEqual({ code: "AA402", details: null, hint: "Retry after 1 second(s).", message: "Too many sign-in requests in progress" });
     // Once the burst is over, sign-in works again.
     expect((await call("/rpc/sign_in", { base, body: user })).status).toBe(200);
   });

@@ -265,10 +265,10 @@ describe.skipIf(!canStartInstances)(`OpenID Connect sign-in ${canStartInstances 
     expect(again.user.id).toBe(tokens.user.id);
 
     const before = await counts();
-    expectError(await signInWith("entra", account({ tid: OTHER_TENANT, oid: randomUUID(), email: email("foreign"), xms_edov: true })), 403, "OIDC007");
+    expectError(await signInWith("entra", account({ tid: OTHER_TENANT, oid: randomUUID(), email: email("foreign"), xms_edov: true })), 403, "AA317");
     // Without xms_edov, Entra's email claim is not a verified address.
     expectError(await signInWith("entra", account({ tid: TENANT, oid: randomUUID(), email: email("edov"), email_verified: true })), 403, "PT403");
-    expectError(await signInWith("entra", account({ tid: TENANT, email: email("no-oid"), xms_edov: true })), 401, "OIDC006");
+    expectError(await signInWith("entra", account({ tid: TENANT, email: email("no-oid"), xms_edov: true })), 401, "AA316");
     expect(await counts()).toEqual(before);
   });
 
@@ -295,14 +295,14 @@ describe.skipIf(!canStartInstances)(`OpenID Connect sign-in ${canStartInstances 
     const flow = await toCallback("local", account({ email: email("state"), email_verified: true }));
     const foreign = new URL(flow.callbackUrl);
     foreign.searchParams.set("state", randomBytes(32).toString("base64url"));
-    expectError(await getCallback(foreign), 400, "OIDC004");
+    expectError(await getCallback(foreign), 400, "AA313");
     const missing = new URL(flow.callbackUrl);
     missing.searchParams.delete("state");
-    expectError(await getCallback(missing), 400, "OIDC004");
-    expectError(await getCallback(`${base}/auth/callback`), 400, "OIDC004");
+    expectError(await getCallback(missing), 400, "AA313");
+    expectError(await getCallback(`${base}/auth/callback`), 400, "AA313");
     // The real answer still works once, then its state is spent.
     expect((await getCallback(flow.callbackUrl)).status).toBe(302);
-    expectError(await getCallback(flow.callbackUrl), 400, "OIDC004");
+    expectError(await getCallback(flow.callbackUrl), 400, "AA313");
     const afterGood = await counts();
     expect(afterGood.users).toBe(before.users + 1);
 
@@ -310,7 +310,7 @@ describe.skipIf(!canStartInstances)(`OpenID Connect sign-in ${canStartInstances 
     const key = await importJWK(op.signingKey, "RS256");
     op.tamperIdToken = (idToken) => new SignJWT({ ...decodeJwt(idToken), nonce: "someone-elses" }).setProtectedHeader({ alg: "RS256", kid: op.signingKey.kid }).sign(key);
     try {
-      expectError(await signInWith("local", account({ email: email("nonce"), email_verified: true })), 401, "OIDC006");
+      expectError(await signInWith("local", account({ email: email("nonce"), email_verified: true })), 401, "AA315");
     } finally {
       op.tamperIdToken = undefined;
     }
@@ -322,9 +322,9 @@ describe.skipIf(!canStartInstances)(`OpenID Connect sign-in ${canStartInstances 
     const flow = await toCallback("local", account({ email: email("abort"), email_verified: true }), APP, base, true);
     expect(flow.callbackUrl.searchParams.get("error")).toBe("access_denied");
     const refused = await getCallback(flow.callbackUrl);
-    expectError(refused, 400, "OIDC005");
+    expectError(refused, 400, "AA314");
     expect(refused.json.details).toContain("access_denied");
-    expectError(await getCallback(flow.callbackUrl), 400, "OIDC004");
+    expectError(await getCallback(flow.callbackUrl), 400, "AA313");
     expect(await counts()).toEqual(before);
   });
 
@@ -361,7 +361,7 @@ describe.skipIf(!canStartInstances)(`OpenID Connect sign-in ${canStartInstances 
         op.tamperIdToken = tamper;
         const answer = await signInWith("local", account({ email: email("tampered"), email_verified: true }));
         expect({ index, status: answer.status }).toEqual({ index, status: 401 });
-        expectError(answer, 401, "OIDC006");
+        expectError(answer, 401, "AA315");
       }
     } finally {
       op.tamperIdToken = undefined;
@@ -373,7 +373,7 @@ describe.skipIf(!canStartInstances)(`OpenID Connect sign-in ${canStartInstances 
     const { challenge } = pkce();
     const authorize = (params: Record<string, string>) =>
       call(`/auth/authorize?${new URLSearchParams({ provider: "local", redirect_to: APP, code_challenge: challenge, code_challenge_method: "S256", ...params })}`, { base });
-    expectError(await authorize({ provider: "nope" }), 400, "OIDC001");
+    expectError(await authorize({ provider: "nope" }), 400, "AA310");
     for (const target of [
       "https://evil.example/signed-in",
       "https://app.example.com.evil.example/signed-in",
@@ -383,11 +383,11 @@ describe.skipIf(!canStartInstances)(`OpenID Connect sign-in ${canStartInstances 
       "javascript:alert(1)",
       "https://app.example.com/deep-evil",
     ]) {
-      expectError(await authorize({ redirect_to: target }), 400, "OIDC002");
+      expectError(await authorize({ redirect_to: target }), 400, "AA311");
     }
     expect((await fetch(`${base}/auth/authorize?${new URLSearchParams({ provider: "local", redirect_to: "https://app.example.com/deep/x?y=1", code_challenge: challenge, code_challenge_method: "S256" })}`, { redirect: "manual" })).status).toBe(302);
-    expectError(await authorize({ code_challenge_method: "plain" }), 400, "OIDC003");
-    expectError(await authorize({ code_challenge: "short" }), 400, "OIDC003");
+    expectError(await authorize({ code_challenge_method: "plain" }), 400, "AA312");
+    expectError(await authorize({ code_challenge: "short" }), 400, "AA312");
   });
 
   test("unlink_identity refuses to remove the last way to sign in", async () => {

@@ -109,7 +109,7 @@ describe("session checks", () => {
     });
     const answer = await call("/rpc/me", { token: forged });
     expect(answer.status).toBe(401);
-    expect(answer.json.code).toBe("PGRST303");
+    expect(answer.json.code).toBe("AA301");
     // The victim's own session is untouched.
     expect((await call("/rpc/me", { token: victim.access_token })).status).toBe(200);
   });

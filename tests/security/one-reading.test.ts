@@ -90,7 +90,7 @@ describe("one reading of the function name", () => {
     expect((await call("/rpc/revoke_token", { body: { refresh_token: tokens.refresh_token } })).status).toBe(200);
     const after = await call("/rpc/me", { token: tokens.access_token });
     expect(after.status).toBe(401);
-    expect(after.json.code).toBe("PGRST303");
+    expect(after.json.code).toBe("AA301");
   });
 
   test("an unexposed schema is refused before any policy, as PostgREST refuses it", async () => {

@@ -9,7 +9,7 @@ async function refusedWithin(token: string, ms: number): Promise<number> {
   for (;;) {
     const answer = await call("/rpc/me", { token });
     if (answer.status === 401) {
-      expect(answer.json.code).toBe("PGRST303");
+      expect(answer.json.code).toBe("AA301");
       return performance.now() - started;
     }
     if (performance.now() - started > ms) return Number.POSITIVE_INFINITY;

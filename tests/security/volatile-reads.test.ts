@@ -26,7 +26,7 @@ describe("volatile functions are POST only", () => {
       }
     }
     // One and the same answer whatever the function, method or password.
-    expect([...answers]).toEqual(['{"code":"PGRST101","details":null,"hint":"Call it with POST.","message":"Cannot use the M method on a volatile function"}']);
+    expect([...answers]).toEqual(['{"code":"AA101","details":null,"hint":"Call it with POST.","message":"Cannot use the M method on a volatile function"}']);
     const loginAfter = await sql`select last_login_at from auth.users where email = ${user.email}`;
     expect(loginAfter).toEqual(loginBefore);
     await sql.end();
@@ -38,7 +38,7 @@ describe("volatile functions are POST only", () => {
     const { json } = await call("/rpc/sign_in", { body: user });
     const answer = await call("/rpc/create_tenant?name=Acme", { token: json.access_token });
     expect(answer.status).toBe(405);
-    expect(answer.json.code).toBe("PGRST101");
+    expect(answer.json.code).toBe("AA101");
     const listed = await call("/rpc/my_tenants", { token: json.access_token });
     expect(listed.status).toBe(200);
     expect(listed.text).not.toContain("Acme");

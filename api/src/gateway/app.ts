@@ -8,7 +8,7 @@ import { Cors } from "./cors";
 import { DatabaseBreaker } from "./db-breaker";
 import { withDeadline } from "./deadline";
 import { docsAsset, docsPage, DOCS_ASSET_PREFIX } from "./docs";
-import { ApiError, gatewayErrors } from "./errors";
+import { ApiError, gatewayErrors, relayedError } from "./errors";
 import { healthReport } from "./health";
 import { JwtService } from "./jwt";
 import { OidcRoutes } from "./oidc/routes";
@@ -145,7 +145,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     .get("/docs/", () => docsPage())
     .get("/docs/json", async () => {
       if (!catalog.isLoaded()) await catalog.reload();
-      if (!catalog.isLoaded()) return gatewayErrors.upstreamUnavailable("the function catalogue could not be read").toResponse();
+      if (!catalog.isLoaded()) return gatewayErrors.catalogueUnavailable().toResponse();
       return Response.json(buildOpenApi(catalog.all(), { defaultSchema: config.schemas[0]!, version: options.version ?? "0.1.0" }));
     })
     .get(`${DOCS_ASSET_PREFIX}:file`, ({ params, request }) => docsAsset(params.file) ?? gatewayErrors.notFound(new URL(request.url).pathname).toResponse())
@@ -225,7 +225,8 @@ function clientIp(request: Request, info: RequestInfo, trustProxy: boolean): str
 }
 
 function fromUpstreamError(status: number, error: { code?: string; message?: string; details?: string | null; hint?: string | null } | null): ApiError {
-  return new ApiError(status >= 500 ? status : 503, error?.code ?? "PGRST001", error?.message ?? "Upstream error", error?.details ?? null, error?.hint ?? null);
+  if (typeof error?.code !== "string" || typeof error.message !== "string") return gatewayErrors.sessionCheckFailed(status);
+  return relayedError(status >= 500 ? status : 503, { code: error.code, message: error.message, details: error.details, hint: error.hint });
 }
 
 /** Settles when Redis's command connection is first ready or first fails (at most 2 s). */

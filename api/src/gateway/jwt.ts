@@ -1,6 +1,6 @@
 import { compactVerify, decodeProtectedHeader, SignJWT } from "jose";
 import { jwtVerifications } from "../engine/jwt";
-import { ApiError } from "./errors";
+import { gatewayError, type ApiError } from "./errors";
 
 /** Claims the gateway reads from an access token. Anything else is passed through untouched. */
 export interface AccessClaims {
@@ -29,8 +29,10 @@ const HMAC_ALGORITHMS = ["HS256", "HS384", "HS512"];
 const VERIFIED_CACHE_MAX = 20_000;
 
 function jwtError(code: "PGRST301" | "PGRST303", message: string, details: string | null = null): ApiError {
-  return new ApiError(401, code, message, details, null, {
-    "WWW-Authenticate": `Bearer error="invalid_token", error_description=${JSON.stringify(message)}`,
+  return gatewayError(code, {
+    params: { reason: message },
+    details,
+    headers: { "WWW-Authenticate": `Bearer error="invalid_token", error_description=${JSON.stringify(message)}` },
   });
 }
 

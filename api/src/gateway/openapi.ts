@@ -172,7 +172,7 @@ const OIDC_PATHS: Record<string, Record<string, unknown>> = {
       ],
       responses: {
         "302": { description: "To the provider's authorization endpoint (Location)." },
-        "400": errorResponse("Unknown provider (OIDC001), redirect_to off the allowlist (OIDC002) or no S256 challenge (OIDC003)."),
+        "400": errorResponse("Unknown provider (AA310), redirect_to off the allowlist (AA311) or no S256 challenge (AA312)."),
         "503": errorResponse("The provider's discovery document could not be read."),
       },
     },
@@ -189,9 +189,9 @@ const OIDC_PATHS: Record<string, Record<string, unknown>> = {
       parameters: [query("code", "From the provider."), query("state", "From the provider."), query("iss", "From the provider.", false)],
       responses: {
         "302": { description: "To redirect_to with `code` (single use, 60 seconds) for /rpc/exchange_auth_code." },
-        "400": errorResponse("Missing, unknown or spent state (OIDC004), or the provider reported an error (OIDC005)."),
-        "401": errorResponse("The provider's answer or ID token could not be verified (OIDC006)."),
-        "403": errorResponse("Tenant not allowed (OIDC007) or no verified email for a new identity (PT403)."),
+        "400": errorResponse("Missing, unknown or spent state (AA313), or the provider reported an error (AA314)."),
+        "401": errorResponse("The provider's answer or ID token could not be verified (AA315), or names no identity that can sign in (AA316)."),
+        "403": errorResponse("Tenant not allowed (AA317) or no verified email for a new identity (PT403)."),
         "409": errorResponse("An account with this email exists but cannot be linked (PT409)."),
       },
     },

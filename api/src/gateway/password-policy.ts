@@ -1,7 +1,7 @@
 import { ZxcvbnFactory } from "@zxcvbn-ts/core";
 import * as common from "@zxcvbn-ts/language-common";
 import * as english from "@zxcvbn-ts/language-en";
-import { ApiError } from "./errors";
+import { gatewayError } from "./errors";
 
 /**
  * The password strength policy, applied by the gateway before a new password reaches the
@@ -48,5 +48,5 @@ export function checkNewPassword(fn: string, args: unknown): void {
   if (result.score >= MIN_PASSWORD_SCORE) return;
   const { warning, suggestions } = result.feedback;
   const hint = [warning, ...suggestions].filter(Boolean).join(" ") || "Use a longer password: several unrelated words, or a password manager's.";
-  throw new ApiError(400, "22023", "password is too weak", `strength ${result.score} of 4; at least ${MIN_PASSWORD_SCORE} is required`, hint);
+  throw gatewayError("AA103", { params: { feedback: hint }, details: `strength ${result.score} of 4; at least ${MIN_PASSWORD_SCORE} is required` });
 }

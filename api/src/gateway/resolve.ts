@@ -5,11 +5,11 @@
  * revocation) from this resolution, and the upstream is sent the same name re-encoded, so what
  * is judged is what executes.
  */
-import { ApiError } from "../engine/errors";
+import { gatewayError } from "./errors";
 
 export type Target = { rpc: string } | { relation: string };
 
-const invalidPath = () => new ApiError(404, "PGRST125", "Invalid path specified in request URL");
+const invalidPath = () => gatewayError("PGRST125");
 
 /** The path of a request URL as the server received it (no query, no fragment). */
 export function rawPath(url: string): string {
@@ -58,7 +58,7 @@ export function resolveSchema(headers: Headers, method: string, schemas: string[
   const header = headers.get(method === "POST" ? "content-profile" : "accept-profile");
   if (header === null) return schemas[0]!;
   if (!schemas.includes(header)) {
-    throw new ApiError(406, "PGRST106", `Invalid schema: ${header}`, null, `Only the following schemas are exposed: ${schemas.join(", ")}`);
+    throw gatewayError("PGRST106", { params: { schema: header, schemas: schemas.join(", ") } });
   }
   return header;
 }

@@ -8,7 +8,6 @@ import { rawPath, resolveSchema, resolveTarget } from "./resolve";
 import { gatewayErrors } from "./errors";
 import type { JwtService, SessionAssurance, VerifiedToken } from "./jwt";
 import QRCode from "qrcode";
-import { ApiError } from "./errors";
 import type { RateLimiter } from "./rate-limit";
 import type { SessionGuard } from "./sessions";
 import { checkNewPassword } from "./password-policy";
@@ -80,7 +79,9 @@ export class RpcHandler {
     const method = request.method;
     const target = resolveTarget(rawPath(request.url));
     const rpc = "rpc" in target;
-    if (method !== "GET" && method !== "HEAD" && (method !== "POST" || !rpc)) throw gatewayErrors.methodNotAllowed(method);
+    if (method !== "GET" && method !== "HEAD" && (method !== "POST" || !rpc)) {
+      throw rpc ? gatewayErrors.rpcMethodNotAllowed(method) : gatewayErrors.relationMethodNotAllowed(method);
+    }
     const query = queryOf(request);
     const schema = resolveSchema(request.headers, method, this.deps.config.schemas);
     let caller = this.authenticate(request);
@@ -92,7 +93,7 @@ export class RpcHandler {
     if (!rpc) return this.deps.upstream.relay({ method, target, query, schema, headers: request.headers, clientAddress, requestId, verified });
 
     const fn = target.rpc;
-    if (schema === AUTH_SCHEMA && MFA_FUNCTIONS.has(fn) && !this.deps.config.mfa.enabled) throw mfaDisabled();
+    if (schema === AUTH_SCHEMA && MFA_FUNCTIONS.has(fn) && !this.deps.config.mfa.enabled) throw gatewayErrors.mfaDisabled();
     if (method !== "POST") {
       if (this.postOnly(schema, fn)) throw gatewayErrors.readOfVolatile(method);
       const read = { method, target, query, schema, headers: request.headers, clientAddress, requestId, verified, parse: false } as const;
@@ -340,11 +341,6 @@ async function enrolmentAnswer(response: UpstreamResponse): Promise<Response> {
     status: response.status,
     headers: { "Content-Type": "application/json; charset=utf-8", "Cache-Control": "no-store" },
   });
-}
-
-function mfaDisabled(): ApiError {
-  return new ApiError(503, "PT503", "multi-factor authentication is not configured", null,
-    "The operator enables it with MFA_ENCRYPTION_KEY (and MFA_ENABLED).");
 }
 
 /** The session's aal and amr as SQL reported them; aal1 and no methods for anything else. */

@@ -139,7 +139,7 @@ export class Upstream {
   }
 
   private async exchange(request: UpstreamRequest, mode: "parse" | "text" | "relay"): Promise<Exchange> {
-    if (this.breaker?.isDown()) throw new UpstreamFailure(gatewayErrors.upstreamUnavailable("the database is unreachable"));
+    if (this.breaker?.isDown()) throw new UpstreamFailure(gatewayErrors.databaseUnreachable());
     let raw: Response | undefined;
     let body: string | undefined;
     let expired = false;
@@ -174,12 +174,12 @@ export class Upstream {
     if (!raw) {
       if (expired) {
         // A stuck upstream is usually a database that went away: say so when it did.
-        if (await this.breaker?.suspect()) throw new UpstreamFailure(gatewayErrors.upstreamUnavailable("the database is unreachable"));
+        if (await this.breaker?.suspect()) throw new UpstreamFailure(gatewayErrors.databaseUnreachable());
         throw new UpstreamFailure(gatewayErrors.upstreamTimeout());
       }
       // The reason is for the operator's log, never for the client (it can be any internal error text).
       const error = result.error as { message?: string } | null;
-      throw new UpstreamFailure(gatewayErrors.upstreamUnavailable("the upstream did not answer"), error?.message ?? "no response");
+      throw new UpstreamFailure(gatewayErrors.upstreamSilent(), error?.message ?? "no response");
     }
     if (raw.status === 503) void this.breaker?.suspect();
     return { response: raw, body, result };

@@ -1,7 +1,7 @@
 import * as client from "openid-client";
 import postgres from "postgres";
 import type { ApiConfig } from "../../config";
-import { ApiError, gatewayErrors } from "../errors";
+import { gatewayError, gatewayErrors, relayedError, type ApiError } from "../errors";
 import type { RateLimiter } from "../rate-limit";
 import type { RedisLink } from "../redis";
 import { isLoopback, type OidcConfig, type OidcProviderConfig } from "./config";
@@ -12,23 +12,21 @@ import { IdentityRefused, identityOf, type IdClaims } from "./identity";
 const STATE_TTL_SECONDS = 600;
 const S256_CHALLENGE = /^[A-Za-z0-9_-]{43}$/;
 
-const oidcError = (status: number, code: string, message: string, details: string | null = null, hint: string | null = null) =>
-  new ApiError(status, code, message, details, hint, { "Cache-Control": "no-store" });
+const NO_STORE = { "Cache-Control": "no-store" };
 
 export const oidcErrors = {
   unknownProvider: (name: string | null) =>
-    oidcError(400, "OIDC001", "unknown sign-in provider", name ? `no provider named "${name.slice(0, 64)}"` : "provider is required", "Use one of the names in AUTH_OIDC_PROVIDERS."),
-  redirectNotAllowed: () =>
-    oidcError(400, "OIDC002", "redirect_to is not an allowed redirect target", null, "Use a URL listed in AUTH_REDIRECT_ALLOWLIST."),
-  badChallenge: () =>
-    oidcError(400, "OIDC003", "code_challenge must be an S256 PKCE challenge", null, "Send code_challenge=<base64url(sha256(verifier))> and code_challenge_method=S256."),
-  unknownState: () =>
-    oidcError(400, "OIDC004", "unknown or expired sign-in state", null, "Start again at /auth/authorize."),
+    gatewayError("AA310", { details: name ? `no provider named "${name.slice(0, 64)}"` : "provider is required", headers: NO_STORE }),
+  redirectNotAllowed: () => gatewayError("AA311", { headers: NO_STORE }),
+  badChallenge: () => gatewayError("AA312", { headers: NO_STORE }),
+  unknownState: () => gatewayError("AA313", { headers: NO_STORE }),
   providerError: (error: string, description: string | null) =>
-    oidcError(400, "OIDC005", "the provider did not complete the sign-in", `${error.slice(0, 64)}${description ? `: ${description.slice(0, 200)}` : ""}`, "Start again at /auth/authorize."),
-  notVerified: (details: string) => oidcError(401, "OIDC006", "the provider's answer could not be verified", details.slice(0, 300), "Start again at /auth/authorize."),
-  providerUnavailable: (details: string) => oidcError(503, "OIDC503", "the sign-in provider could not be reached", details.slice(0, 300), null),
-  storeUnavailable: () => oidcError(503, "OIDC503", "sign-in state cannot be kept right now", "Redis is unreachable", "Retry in a moment."),
+    gatewayError("AA314", { details: `${error.slice(0, 64)}${description ? `: ${description.slice(0, 200)}` : ""}`, headers: NO_STORE }),
+  notVerified: (details: string) => gatewayError("AA315", { details: details.slice(0, 300), headers: NO_STORE }),
+  identityRefused: (refused: IdentityRefused) =>
+    gatewayError(refused.status === 403 ? "AA317" : "AA316", { params: { reason: refused.message }, details: refused.details, headers: NO_STORE }),
+  providerUnavailable: (details: string) => gatewayError("AA010", { details: details.slice(0, 300), headers: NO_STORE }),
+  storeUnavailable: () => gatewayError("AA011", { details: "Redis is unreachable", headers: NO_STORE }),
 };
 
 interface Deps {
@@ -119,7 +117,7 @@ export class OidcRoutes {
       identity = identityOf(claims, provider, config.serverMetadata().issuer);
     } catch (refused) {
       if (refused instanceof IdentityRefused) {
-        throw oidcError(refused.status, refused.status === 403 ? "OIDC007" : "OIDC006", refused.message, refused.details);
+        throw oidcErrors.identityRefused(refused);
       }
       throw refused;
     }
@@ -184,7 +182,7 @@ export class OidcRoutes {
         const custom = /^PT([1-5][0-9]{2})$/.exec(failure.code);
         // 23505: a parallel first sign-in of the same identity or email won the race.
         const status = custom ? Number(custom[1]) : failure.code === "22023" ? 400 : failure.code === "23505" ? 409 : 500;
-        if (status < 500) throw oidcError(status, failure.code, failure.message, null, failure.hint ?? null);
+        if (status < 500) throw relayedError(status, { code: failure.code, message: failure.message, hint: failure.hint ?? null }, NO_STORE);
       }
       throw failure;
     }
