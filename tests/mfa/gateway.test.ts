@@ -160,6 +160,8 @@ describe("a tenant that requires MFA", () => {
     const ownerAal1 = (await call("/rpc/sign_in", { body: { email: owner.email, password: owner.password } })).json.access_token;
     expect((await rpc("set_tenant_require_mfa", ownerAal1, { tenant_id: tenant.id, require_mfa: true })).json).toEqual(NEEDS_AAL2);
     expect((await rpc("set_tenant_require_mfa", ownerAal2, { tenant_id: tenant.id, require_mfa: true })).json).toEqual({ tenant_id: tenant.id, require_mfa: true });
+    const changes = (await rpc("tenant_audit", ownerAal2, { tenant_id: tenant.id, action: "tenant_require_mfa_changed" })).json;
+    expect(changes.events.map((e: any) => [e.action, e.actor])).toEqual([["tenant_require_mfa_changed", owner.aal2.user.id]]);
 
     const blocked = {
       code: "PT403", message: "this tenant requires multi-factor authentication (aal2)", details: "your session is at aal1",
