@@ -47,11 +47,11 @@ function namesRead(relativePath: string, fallback: string[]): Set<string> {
   return fileExists(relativePath) ? envNamesReadBy(readText(relativePath)) : new Set(fallback);
 }
 
-// Used only while api/src/engine/config.ts or api/src/config.ts are missing.
+// Used only while api/src/config/index.ts or api/src/config.ts are missing.
 const ENGINE_PGRST_FALLBACK = ["PGRST_DB_URI", "PGRST_DB_SCHEMAS", "PGRST_DB_ANON_ROLE", "PGRST_JWT_SECRET", "PGRST_JWT_AUD", "PGRST_JWT_ROLE_CLAIM_KEY", "PGRST_DB_POOL"];
 const API_FALLBACK = ["DATABASE_URL", "POSTGREST_URL", "REDIS_URL", "PGRST_JWT_SECRET", "PGRST_JWT_AUD", "PGRST_DB_SCHEMAS"];
 
-const enginePgrstNames = [...namesRead("api/src/engine/config.ts", ENGINE_PGRST_FALLBACK)].filter((n) => n.startsWith("PGRST_"));
+const enginePgrstNames = [...namesRead("api/src/config/index.ts", ENGINE_PGRST_FALLBACK)].filter((n) => n.startsWith("PGRST_"));
 const apiNames = [...namesRead("api/src/config.ts", API_FALLBACK)];
 
 describe("docker-compose.yml: a valid Compose file", () => {
@@ -271,8 +271,8 @@ describe("docker-compose.yml: configuration of PostgREST and the API", () => {
   });
 
   test("the embedded engine's config reader accepts PostgREST's composed environment", async () => {
-    if (!fileExists("api/src/engine/config.ts")) throw new Error("api/src/engine/config.ts is missing");
-    const { engineConfigFromEnv } = (await import(resolve(ROOT, "api/src/engine/config.ts"))) as { engineConfigFromEnv: (env: Env) => { dbSchemas: string[]; dbAnonRole?: string; jwtAud?: string } };
+    if (!fileExists("api/src/config/index.ts")) throw new Error("api/src/engine/config.ts is missing");
+    const { engineConfigFromEnv } = (await import(resolve(ROOT, "api/src/config/index.ts"))) as { engineConfigFromEnv: (env: Env) => { dbSchemas: string[]; dbAnonRole?: string; jwtAud?: string } };
     const config = engineConfigFromEnv(postgrestResolved);
     expect(config.dbSchemas).toEqual(["api"]);
     expect(config.dbAnonRole).toBe("anon");

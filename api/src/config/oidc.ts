@@ -1,5 +1,5 @@
 /**
- * OpenID Connect sign-in settings, parsed from the environment by config.ts (README,
+ * OpenID Connect sign-in settings, parsed from the environment by loadConfig (config/api.ts) (README,
  * "Sign in with OpenID Connect").
  *
  * AUTH_OIDC_PROVIDERS is a JSON array, one object per provider:
