@@ -68,8 +68,10 @@ export function shown(schema: EnvAnnotations, raw: string): string {
   if (schema.env === "url") {
     try {
       const url = new URL(raw);
-      if (url.password) url.password = "***";
-      text = url.toString();
+      if (url.password) {
+        url.password = "***";
+        text = url.toString();
+      }
     } catch {
       // Unparseable: it may still hold a password, so show only its length.
       return `a value of ${raw.length} characters`;
@@ -144,7 +146,7 @@ function parseOne(name: string, schema: TSchema & EnvAnnotations, raw: string, p
     case "string": {
       if (!Value.Check(schema, raw)) {
         const s = schema as { pattern?: string; minLength?: number };
-        const form = s.pattern ? `text matching ${s.pattern}` : `at least ${s.minLength} characters`;
+        const form = s.pattern ? `text matching ${s.pattern}` : `at least ${s.minLength} characters long`;
         problems.push(`${name} must be ${form} ${got}`);
         return undefined;
       }
