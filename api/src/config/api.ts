@@ -63,7 +63,7 @@ export interface ApiConfig {
   upstreamTimeoutMs: number;
   /** Larger request bodies are refused with 413 before they are read into memory. */
   maxBodyBytes: number;
-  /** OpenID Connect sign-in (/auth/authorize, /auth/callback): gateway/oidc/config.ts. */
+  /** OpenID Connect sign-in (/auth/authorize, /auth/callback): config/oidc.ts. */
   oidc: OidcConfig;
   /** Multi-factor authentication (the mfa_* functions): see loadMfaConfig. */
   mfa: MfaConfig;
