@@ -17,7 +17,7 @@
  */
 import { randomBytes } from "node:crypto";
 import postgres from "postgres";
-import { defaultEngineConfig } from "../api/src/engine/config";
+import { defaultEngineConfig } from "../api/src/config";
 import { connectPostgres } from "../api/src/db/connection";
 import { createEngine, createEnginePool } from "../api/src/engine/index";
 import { buildReadSql, parseReadQuery } from "../api/src/engine/query";

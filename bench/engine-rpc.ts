@@ -15,7 +15,7 @@
  */
 import { randomBytes } from "node:crypto";
 import postgres from "postgres";
-import { defaultEngineConfig } from "../api/src/engine/config";
+import { defaultEngineConfig } from "../api/src/config";
 import { createEngine, createEnginePool } from "../api/src/engine/index";
 import { RequestConnections, runInRequestTransaction } from "../api/src/engine/transaction";
 import { startEmbeddedPostgres } from "../api/src/stack/embedded-postgres";

@@ -15,8 +15,8 @@ export interface RunningApi {
 }
 
 /** Starts the API for `config` (used by this file's main and by the embedded stack). */
-export async function startApi(config: ApiConfig, env: Record<string, string | undefined> = process.env, log?: (line: string) => void): Promise<RunningApi> {
-  const upstream = await selectUpstream(config, env);
+export async function startApi(config: ApiConfig, log?: (line: string) => void): Promise<RunningApi> {
+  const upstream = await selectUpstream(config);
   const gateway = await createGateway({ config, upstream, log });
   await gateway.ready();
   const server = Bun.serve({
@@ -44,7 +44,7 @@ export async function startApi(config: ApiConfig, env: Record<string, string | u
 if (import.meta.main) {
   let config: ApiConfig;
   try {
-    config = loadConfig(process.env);
+    config = loadConfig();
   } catch (error) {
     if (error instanceof ConfigError) {
       console.error(`autoaudit api: cannot start, ${error.message}`);

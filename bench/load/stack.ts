@@ -157,7 +157,7 @@ async function runChild() {
       PORT: "0",
       CACHE_TTL_SECONDS: "0",
     };
-    uncached = await startApi(loadConfig(env), env, requestLog);
+    uncached = await startApi(loadConfig(env), requestLog);
     const settings: Record<string, string> = {};
     for (const [name, value] of Object.entries(process.env)) if (PASSTHROUGH.test(name) && value !== undefined && name !== "PGRST_JWT_SECRET") settings[name] = value;
     const info: StackInfo = {

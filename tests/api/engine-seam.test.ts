@@ -57,9 +57,9 @@ describe.skipIf(!env)("the engine seam [starts its own APIs and engines: not wit
     engine = await createEngine(engineConfigFromEnv(env!), { log: () => {} });
     upstreamServer = Bun.serve({ hostname: "127.0.0.1", port: 0, fetch: (request) => engine.fetch(request) });
     const remoteEnv = { ...env!, POSTGREST_URL: `http://127.0.0.1:${upstreamServer.port}`, PGRST_DB_SCHEMAS: "api,seam_probe" };
-    remoteApi = await startApi(loadConfig(remoteEnv), remoteEnv, () => {});
+    remoteApi = await startApi(loadConfig(remoteEnv), () => {});
     const probeEnv = { ...env!, PGRST_DB_SCHEMAS: "api,seam_probe" };
-    probeApi = await startApi(loadConfig(probeEnv), probeEnv, () => {});
+    probeApi = await startApi(loadConfig(probeEnv), () => {});
   }, 30_000);
 
   afterAll(async () => {

@@ -62,7 +62,7 @@ describe("routes the API does not have", () => {
 
 describe.skipIf(!canStartInstances)(`CORS, routing and request logs ${SKIP_REASON}`, () => {
   test("a very short Host header does not change which route answers", async () => {
-    const api = await startApi(loadConfig(testStack().apiEnv!), testStack().apiEnv!, () => {});
+    const api = await startApi(loadConfig(testStack().apiEnv!), () => {});
     started.push(api);
     const result = await api.gateway.handle(new Request("http://a/rpc/me"));
     // The anonymous role may not run api.me: PostgREST's 401 for /rpc/me, not a relation lookup of "me".
@@ -72,7 +72,7 @@ describe.skipIf(!canStartInstances)(`CORS, routing and request logs ${SKIP_REASO
 
   test("only the configured origins get CORS headers; preflight answered", async () => {
     const env = { ...testStack().apiEnv!, CORS_ORIGINS: "https://app.example.com" };
-    const api = await startApi(loadConfig(env), env, () => {});
+    const api = await startApi(loadConfig(env), () => {});
     started.push(api);
     const preflight = await fetch(`${api.url}/rpc/me`, {
       method: "OPTIONS",
@@ -91,7 +91,7 @@ describe.skipIf(!canStartInstances)(`CORS, routing and request logs ${SKIP_REASO
   test("one JSON line per request with method, path, status, duration and id; no tokens or passwords", async () => {
     const lines: string[] = [];
     const env = { ...testStack().apiEnv!, LOG_REQUESTS: "true" };
-    const api = await startApi(loadConfig(env), env, (line) => lines.push(line));
+    const api = await startApi(loadConfig(env), (line) => lines.push(line));
     started.push(api);
     const user = newUser();
     await signUp(user, api.url);

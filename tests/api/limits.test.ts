@@ -16,7 +16,7 @@ afterAll(async () => {
 /** Another API instance on the same database and Redis, with its own settings. */
 async function dedicatedApi(overrides: Record<string, string>): Promise<string> {
   const env = { ...testStack().apiEnv!, ...overrides };
-  const api = await startApi(loadConfig(env), env, () => {});
+  const api = await startApi(loadConfig(env), () => {});
   started.push(api);
   return api.url;
 }

@@ -37,7 +37,7 @@ describe.skipIf(!env)("POSTGREST_URL: an upstream over HTTP [starts its own API 
       },
     });
     const apiEnv = { ...env!, POSTGREST_URL: `http://127.0.0.1:${upstream.port}`, UPSTREAM_TIMEOUT_MS: String(UPSTREAM_TIMEOUT_MS) };
-    api = await startApi(loadConfig(apiEnv), apiEnv, () => {});
+    api = await startApi(loadConfig(apiEnv), () => {});
   }, 30_000);
   afterAll(async () => {
     await api?.stop();

@@ -18,7 +18,7 @@ describe.skipIf(!baseEnv)("Redis outage [stops a Redis server: not with API_URL]
   beforeAll(async () => {
     redis = await startRedisServer();
     const env = { ...baseEnv!, REDIS_URL: redis.url };
-    [a, b] = await Promise.all([startApi(loadConfig(env), env, () => {}), startApi(loadConfig(env), env, () => {})]);
+    [a, b] = await Promise.all([startApi(loadConfig(env), () => {}), startApi(loadConfig(env), () => {})]);
   }, 30_000);
   afterAll(async () => {
     await a?.stop();
@@ -91,7 +91,7 @@ describe.skipIf(!baseEnv)("Redis outage [stops a Redis server: not with API_URL]
   test("starts while Redis is down, and picks it up when it comes", async () => {
     const port = await freePort();
     const env = { ...baseEnv!, REDIS_URL: `redis://127.0.0.1:${port}` };
-    const api = await startApi(loadConfig(env), env, () => {});
+    const api = await startApi(loadConfig(env), () => {});
     let late: RunningRedis | undefined;
     try {
       const health = await call("/health", { base: api.url });

@@ -5,7 +5,7 @@
 import { describe, expect, test } from "bun:test";
 import { decodeJwt } from "jose";
 import { loadConfig } from "../../api/src/config";
-import { loadOidcConfig, type OidcProviderConfig } from "../../api/src/gateway/oidc/config";
+import { loadOidcConfig, type OidcProviderConfig } from "../../api/src/config";
 import { checkEntraClaims, IdentityRefused, identityOf } from "../../api/src/gateway/oidc/identity";
 import { MemoryFlowStore } from "../../api/src/gateway/oidc/flow-store";
 import { allowedRedirect } from "../../api/src/gateway/oidc/routes";

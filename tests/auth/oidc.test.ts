@@ -50,10 +50,10 @@ beforeAll(async () => {
     AUTH_OIDC_LOCAL_CLIENT_SECRET: "generic-secret",
     AUTH_OIDC_ENTRA_CLIENT_SECRET: "entra-secret",
   };
-  api = await startApi(loadConfig(env), env, () => {});
+  api = await startApi(loadConfig(env), () => {});
   base = api.url;
   const noLinkEnv = { ...env, PORT: String(noLinkPort), AUTH_OIDC_CALLBACK_URL: noLinkCallback, AUTH_OIDC_LINK_BY_EMAIL: "false" };
-  noLinkApi = await startApi(loadConfig(noLinkEnv), noLinkEnv, () => {});
+  noLinkApi = await startApi(loadConfig(noLinkEnv), () => {});
   noLinkBase = noLinkApi.url;
 }, 30_000);
 
@@ -330,7 +330,7 @@ describe.skipIf(!canStartInstances)(`OpenID Connect sign-in ${canStartInstances 
 
   test("/auth/authorize is limited per client address (RATE_LIMIT_IP_*)", async () => {
     const env = { ...testStack().apiEnv!, RATE_LIMIT_IP_MAX: "2", RATE_LIMIT_IP_WINDOW_SECONDS: "60", TRUST_PROXY: "true" };
-    const limited = await startApi(loadConfig(env), env, () => {});
+    const limited = await startApi(loadConfig(env), () => {});
     try {
       const address = `203.0.113.${Math.floor(Math.random() * 250) + 1}, 198.51.100.${Math.floor(Math.random() * 250) + 1}`;
       const headers = { "X-Forwarded-For": address };

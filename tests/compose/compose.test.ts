@@ -11,8 +11,9 @@ import { DCLinter } from "dclint";
 import postgres from "postgres";
 import { startEmbeddedPostgres, type RunningPostgres } from "../../api/src/stack/embedded-postgres";
 import { dbmate } from "../../api/src/stack/migrate";
+import { ApiEnv, EngineEnv, engineConfigFromEnv, loadConfig } from "../../api/src/config";
 import {
-  COMPOSE_PATH, ROOT, envNamesReadBy, fileExists, interpolate, loadCompose, parseDockerfile, parseDotenv,
+  COMPOSE_PATH, ROOT, fileExists, interpolate, loadCompose, parseDockerfile, parseDotenv,
   publishedPorts, readText, resolvedEnv, serviceEnv, variableUses, MissingVariableError, type Env,
 } from "./compose-file";
 
@@ -42,17 +43,10 @@ function lint(path: string) {
   return result!;
 }
 
-/** The environment names a module reads, or `fallback` while that module does not exist yet. */
-function namesRead(relativePath: string, fallback: string[]): Set<string> {
-  return fileExists(relativePath) ? envNamesReadBy(readText(relativePath)) : new Set(fallback);
-}
-
-// Used only while api/src/engine/config.ts or api/src/config.ts are missing.
-const ENGINE_PGRST_FALLBACK = ["PGRST_DB_URI", "PGRST_DB_SCHEMAS", "PGRST_DB_ANON_ROLE", "PGRST_JWT_SECRET", "PGRST_JWT_AUD", "PGRST_JWT_ROLE_CLAIM_KEY", "PGRST_DB_POOL"];
-const API_FALLBACK = ["DATABASE_URL", "POSTGREST_URL", "REDIS_URL", "PGRST_JWT_SECRET", "PGRST_JWT_AUD", "PGRST_DB_SCHEMAS"];
-
-const enginePgrstNames = [...namesRead("api/src/engine/config.ts", ENGINE_PGRST_FALLBACK)].filter((n) => n.startsWith("PGRST_"));
-const apiNames = [...namesRead("api/src/config.ts", API_FALLBACK)];
+// The variables each process reads, from its schema (api/src/config/).
+const enginePgrstNames = Object.keys(EngineEnv.properties).filter((n) => n.startsWith("PGRST_"));
+// AUTH_OIDC_DEV_PROVIDER: only `bun run dev` acts on it (it starts a local provider).
+const apiNames = Object.keys(ApiEnv.properties).filter((n) => n !== "AUTH_OIDC_DEV_PROVIDER");
 
 describe("docker-compose.yml: a valid Compose file", () => {
   test("passes the Compose-spec schema and dclint's rules", () => {
@@ -230,7 +224,7 @@ describe("docker-compose.yml: configuration of PostgREST and the API", () => {
     expect(Number(postgrestResolved.PGRST_DB_POOL)).toBeGreaterThan(0);
   });
 
-  test("the API gets every variable api/src/config.ts reads, and the stack's own URLs", () => {
+  test("the API gets every variable its schema (ApiEnv) knows, and the stack's own URLs", () => {
     expect(apiNames.length).toBeGreaterThan(3);
     expect(apiNames.filter((name) => !(name in apiEnv))).toEqual([]);
     expect(apiResolved.POSTGREST_URL).toBe(`http://postgrest:${postgrestEnv.PGRST_SERVER_PORT}`);
@@ -262,8 +256,6 @@ describe("docker-compose.yml: configuration of PostgREST and the API", () => {
   });
 
   test("the API's own config loader accepts the composed environment", async () => {
-    if (!fileExists("api/src/config.ts")) throw new Error("api/src/config.ts is missing: the image's entry cannot start");
-    const { loadConfig } = (await import(resolve(ROOT, "api/src/config.ts"))) as { loadConfig: (env: Env) => { port: number; postgrestUrl?: string; redisUrl?: string } };
     const config = loadConfig(apiResolved);
     expect(config.port).toBe(8000);
     expect(config.postgrestUrl).toBe("http://postgrest:3000");
@@ -271,8 +263,6 @@ describe("docker-compose.yml: configuration of PostgREST and the API", () => {
   });
 
   test("the embedded engine's config reader accepts PostgREST's composed environment", async () => {
-    if (!fileExists("api/src/engine/config.ts")) throw new Error("api/src/engine/config.ts is missing");
-    const { engineConfigFromEnv } = (await import(resolve(ROOT, "api/src/engine/config.ts"))) as { engineConfigFromEnv: (env: Env) => { dbSchemas: string[]; dbAnonRole?: string; jwtAud?: string } };
     const config = engineConfigFromEnv(postgrestResolved);
     expect(config.dbSchemas).toEqual(["api"]);
     expect(config.dbAnonRole).toBe("anon");

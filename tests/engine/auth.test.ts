@@ -3,7 +3,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { exportJWK, generateKeyPair, SignJWT } from "jose";
 import { connect, createServer, type Socket } from "node:net";
-import { defaultEngineConfig, engineConfigFromEnv } from "../../api/src/engine/config";
+import { defaultEngineConfig, engineConfigFromEnv } from "../../api/src/config";
 import { createEngine, type Engine } from "../../api/src/engine/index";
 import { testStack } from "../support/stack";
 import { adminSql, get, productEngine, readJson, signToken, TEST_JWT_SECRET } from "./rpc-support";
@@ -172,7 +172,7 @@ describe("configuration and the database being away", () => {
     expect(config.dbTxEnd).toBe("rollback-allow-override");
     expect(config.dbPoolSize).toBe(7);
     expect(config.serverPort).toBe(3000);
-    expect(() => engineConfigFromEnv({ PGRST_JWT_SECRET: "too-short" })).toThrow("at least 32 characters");
+    expect(() => engineConfigFromEnv({ PGRST_JWT_SECRET: "too-short" })).toThrow("PGRST_JWT_SECRET is too weak: 9 characters, at least 32 are required");
     expect(() => engineConfigFromEnv({ PGRST_DB_TX_END: "sometimes" })).toThrow("PGRST_DB_TX_END");
     expect(() => engineConfigFromEnv({ PGRST_JWT_ROLE_CLAIM_KEY: ".role[x" })).toThrow("role-claim-key");
   });

@@ -4,7 +4,7 @@
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { createServer, type Server } from "node:http";
 import { connect, type AddressInfo } from "node:net";
-import { defaultEngineConfig } from "../../api/src/engine/config";
+import { defaultEngineConfig } from "../../api/src/config";
 import { createEngine, type Engine } from "../../api/src/engine/index";
 import { nodeRequestListener } from "../../api/src/engine/node-http";
 import { testStack } from "../support/stack";

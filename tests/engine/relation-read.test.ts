@@ -3,7 +3,7 @@
 // PostgREST-shaped refusals (unknown table, writes, embedding).
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { createEngine } from "../../api/src/engine";
-import { defaultEngineConfig } from "../../api/src/engine/config";
+import { defaultEngineConfig } from "../../api/src/config";
 import { testStack } from "../support/stack";
 import { JWT_SECRET, startRelationFixture, type RelationFixture } from "./relation-support";
 

@@ -4,7 +4,7 @@ import { randomBytes } from "node:crypto";
 import postgres from "postgres";
 import { SignJWT } from "jose";
 import { createEngine, type Engine } from "../../api/src/engine";
-import { defaultEngineConfig, type EngineConfig } from "../../api/src/engine/config";
+import { defaultEngineConfig, type EngineConfig } from "../../api/src/config";
 import { testStack } from "../support/stack";
 
 export const JWT_SECRET = "relation-reads-test-secret-0123456789abcdef";

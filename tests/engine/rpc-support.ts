@@ -2,7 +2,7 @@
 // anon, connecting as the authenticator), token minting, and request helpers.
 import { SignJWT } from "jose";
 import postgres from "postgres";
-import { defaultEngineConfig, type EngineConfig } from "../../api/src/engine/config";
+import { defaultEngineConfig, type EngineConfig } from "../../api/src/config";
 import { createEngine, type Engine } from "../../api/src/engine/index";
 import { testStack } from "../support/stack";
 

@@ -1,7 +1,7 @@
 // PostgREST 16's response headers on the engine's answers, in-process: Vary on results only,
 // Preference-Applied of calls, a void call's Content-Range, and PGRST000's message.
 import { afterAll, beforeAll, expect, test } from "bun:test";
-import { defaultEngineConfig } from "../../api/src/engine/config";
+import { defaultEngineConfig } from "../../api/src/config";
 import { createEngine, type Engine } from "../../api/src/engine/index";
 import { testStack } from "../support/stack";
 import { adminSql, get, post, readJson } from "./rpc-support";

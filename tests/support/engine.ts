@@ -2,7 +2,7 @@
 // in-process with `fetch(Request)`, configured as the test stack's API configures its own, with
 // access tokens minted by the gateway's own code. Every status, header and body a test asserts
 // comes from the engine, so no test keeps a copy of PostgREST's SQLSTATE → HTTP table.
-import { engineConfigFromEnv } from "../../api/src/engine/config";
+import { engineConfigFromEnv } from "../../api/src/config";
 import { createEngine, type Engine } from "../../api/src/engine/index";
 import { JwtService, type SessionAssurance } from "../../api/src/gateway/jwt";
 import { testStack } from "./stack";

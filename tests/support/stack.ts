@@ -179,6 +179,6 @@ async function startTestApi(appUrl: string, redisUrl: string) {
     // MFA on, as in production: the key the SQL functions encrypt TOTP secrets with.
     MFA_ENCRYPTION_KEY: process.env.MFA_ENCRYPTION_KEY ?? randomBytes(36).toString("base64url"),
   };
-  const api = await startApi(loadConfig(env), env, () => {});
+  const api = await startApi(loadConfig(env), () => {});
   return { external: false, url: api.url, jwtSecret: env.PGRST_JWT_SECRET, jwtAudience: env.PGRST_JWT_AUD, mfaKey: env.MFA_ENCRYPTION_KEY, env, stop: () => api.stop() };
 }

@@ -4,6 +4,7 @@
 // `bun run audit:verify --file FILE` checks an export without the database.
 // DATABASE_URL: an owner or superuser URL (as for audit:verify). Progress goes to stderr.
 // Exit 0 when written, 2 on a usage, connection or unknown-chain error.
+import { loadAuditReadConfig } from "../config";
 import { createWriteStream, type WriteStream } from "node:fs";
 import { connectPostgres } from "../db/connection";
 import { EXPORT_VERSION } from "./audit-file";
@@ -100,7 +101,13 @@ if (import.meta.main) {
     console.error(`audit:export: ${(error as Error).message}\n${USAGE}`);
     process.exit(2);
   }
-  const url = process.env.DATABASE_URL;
+  let url: string | undefined;
+  try {
+    url = loadAuditReadConfig().databaseUrl;
+  } catch (error) {
+    console.error(`audit:export: ${(error as Error).message}`);
+    process.exit(2);
+  }
   if (!url) {
     console.error("audit:export: set DATABASE_URL to the database (an owner or superuser URL)");
     process.exit(2);

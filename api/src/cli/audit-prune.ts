@@ -9,20 +9,10 @@
 //                             it may run the prune function and nothing else
 // Exit 0 when done (or nothing to do), 2 on a configuration or database error.
 import type { Sql } from "postgres";
+import { loadAuditPruneConfig, type AuditPruneConfig } from "../config";
 import { connectPostgres } from "../db/connection";
 
 export const AUDIT_PRUNER_ROLE = "audit_pruner";
-const MAX_RETENTION_DAYS = 36_500;
-
-/** AUDIT_RETENTION_DAYS: undefined (keep forever) when unset or empty; an error names a bad value. */
-export function retentionDays(raw: string | undefined): number | undefined {
-  const value = raw?.trim();
-  if (!value) return undefined;
-  if (!/^\d+$/.test(value) || Number(value) < 1 || Number(value) > MAX_RETENTION_DAYS) {
-    throw new Error(`AUDIT_RETENTION_DAYS must be a whole number of days between 1 and ${MAX_RETENTION_DAYS} (got "${value.slice(0, 40)}"); unset keeps the trail forever`);
-  }
-  return Number(value);
-}
 
 export interface PruneResult {
   pruned_events: number;
@@ -42,18 +32,19 @@ export async function pruneAuditTrail(sql: Sql, days: number): Promise<PruneResu
 }
 
 if (import.meta.main) {
-  let days: number | undefined;
+  let config: AuditPruneConfig;
   try {
-    days = retentionDays(process.env.AUDIT_RETENTION_DAYS);
+    config = loadAuditPruneConfig();
   } catch (error) {
     console.error(`audit:prune: ${(error as Error).message}`);
     process.exit(2);
   }
+  const days = config.retentionDays;
   if (days === undefined) {
     console.log("audit:prune: AUDIT_RETENTION_DAYS is not set: the audit trail is kept forever, nothing pruned");
     process.exit(0);
   }
-  const url = process.env.AUDIT_PRUNE_DATABASE_URL?.trim() || process.env.DATABASE_URL?.trim();
+  const url = config.databaseUrl;
   if (!url) {
     console.error("audit:prune: set AUDIT_PRUNE_DATABASE_URL or DATABASE_URL (a login that is a member of audit_pruner)");
     process.exit(2);

@@ -3,6 +3,7 @@
 // `bun run audit:verify --file FILE`: checks an export of `bun run audit:export` from the file
 // alone, without any database (api/src/cli/audit-file.ts).
 // Exit 0 when every chain is intact, 1 when one is broken, 2 on a usage or connection error.
+import { loadAuditReadConfig } from "../config";
 import { readFileSync } from "node:fs";
 import { connectPostgres } from "../db/connection";
 import { verifyExport } from "./audit-file";
@@ -54,7 +55,13 @@ if (import.meta.main) {
     }
     verifyFile(file);
   }
-  const url = process.env.DATABASE_URL;
+  let url: string | undefined;
+  try {
+    url = loadAuditReadConfig().databaseUrl;
+  } catch (error) {
+    console.error(`audit:verify: ${(error as Error).message}`);
+    process.exit(2);
+  }
   if (!url) {
     console.error("audit:verify: set DATABASE_URL to the database (an owner or superuser URL)");
     process.exit(2);

@@ -3,7 +3,7 @@
 // migrations, redis-server when installed, MailDev and the mailer, the engine and the API on port 8000.
 // Ctrl-C stops every process it started.
 import { resolve } from "node:path";
-import { ConfigError } from "../config";
+import { ConfigError, loadDevConfig, type DevConfig } from "../config";
 import { EmbeddedPostgresError } from "../stack/embedded-postgres";
 import { startEmbeddedStack, type EmbeddedStack } from "../stack/embedded-stack";
 
@@ -11,7 +11,14 @@ const ROOT = resolve(import.meta.dir, "../../..");
 const began = performance.now();
 const say = (line: string) => console.log(`[dev] ${line}`);
 
-if (process.env.DATABASE_URL || process.env.POSTGREST_URL) {
+let dev: DevConfig;
+try {
+  dev = loadDevConfig();
+} catch (error) {
+  console.error(`[dev] cannot start: ${(error as Error).message}`);
+  process.exit(1);
+}
+if (dev.externalServersIgnored) {
   say("note: DATABASE_URL / POSTGREST_URL are ignored by `bun run dev`, which always runs the embedded stack; use `bun run start` to run the API against other servers");
 }
 
@@ -31,11 +38,12 @@ process.on("SIGINT", () => void stop("SIGINT"));
 process.on("SIGTERM", () => void stop("SIGTERM"));
 
 try {
-  const port = process.env.PORT ? Number(process.env.PORT) : 8000;
+  const port = dev.port;
+  // This process's environment goes to the stack, which parses it (and completes it for the API).
   let env: Record<string, string | undefined> = process.env;
-  if (/^(1|true|yes|on)$/i.test(process.env.AUTH_OIDC_DEV_PROVIDER?.trim() ?? "")) {
+  if (dev.oidcDevProvider) {
     const { startDevOidc } = await import("./dev-oidc");
-    const started = await startDevOidc(port, process.env, say);
+    const started = await startDevOidc(port, env, say);
     devOidc = started;
     env = started.env;
   }
@@ -49,9 +57,9 @@ try {
   // One message naming the cause and the fix (EmbeddedPostgresError and ConfigError carry both).
   const message = error instanceof Error ? error.message : String(error);
   console.error(error instanceof EmbeddedPostgresError ? `[dev] ${message}` : `[dev] cannot start: ${message}`);
-  const apiPort = process.env.PORT ?? "8000";
+  const apiPort = dev.port;
   if (!(error instanceof ConfigError || error instanceof EmbeddedPostgresError) && /EADDRINUSE|in use/.test(String(error))) {
-    console.error(`[dev] port ${apiPort} is taken: stop the other process or run with PORT=${Number(apiPort) + 1} bun run dev`);
+    console.error(`[dev] port ${apiPort} is taken: stop the other process or run with PORT=${apiPort + 1} bun run dev`);
   }
   process.exit(1);
 }

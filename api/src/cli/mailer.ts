@@ -2,46 +2,32 @@
 // mail goes out whether or not the scan worker runs; run one or several (they share the work:
 // FOR UPDATE SKIP LOCKED and a lease per mail). `bun run dev` runs one in-process.
 //
-//   SMTP_URL                 the relay, e.g. smtps://user:pass@smtp.example.com:465 (required)
-//   MAIL_FROM                the From header (default "AutoAudit <no-reply@autoaudit.local>")
-//   PUBLIC_APP_URL           the base of the links in the mails (default http://localhost:3000)
-//   MAILER_DATABASE_URL      connect with this URL instead of DATABASE_URL (a login role that is
-//                            a member of mailer)
-//   MAILER_DB_ROLE           role the connections switch to (default mailer: the functions of
-//                            schema mail and nothing else); empty to stay the URL's role
-//   MAIL_POLL_MS             poll interval besides the NOTIFY wake-up (default 1000)
-//   MAIL_LEASE_MS            how long a claimed mail is this process's (default 60000)
-//   MAIL_RETRY_BASE_MS       first backoff after a failure, doubled each time (default 5000)
-//   MAIL_RETRY_MAX_MS        longest backoff (default 3600000)
+// Its variables (SMTP_URL, MAIL_FROM, PUBLIC_APP_URL, MAILER_DATABASE_URL, MAILER_DB_ROLE,
+// MAIL_POLL_MS …): api/src/config/mailer.ts (docs/reference/configuration.md).
 import { connectPostgres } from "../db/connection";
-import { Mailer, mailEnv } from "../mail/mailer";
+import { ConfigError, loadMailerConfig, type MailerConfig } from "../config";
+import { Mailer } from "../mail/mailer";
 
 const log = (event: Record<string, unknown>) => console.log(JSON.stringify({ time: new Date().toISOString(), ...event }));
 
-function intEnv(name: string, fallback: number, min: number, max: number): number {
-  const raw = process.env[name]?.trim();
-  if (!raw) return fallback;
-  const value = Number(raw);
-  if (!Number.isInteger(value) || value < min || value > max) throw new Error(`${name} must be an integer between ${min} and ${max} (got "${raw}")`);
-  return value;
-}
-
 async function main() {
-  const databaseUrl = process.env.MAILER_DATABASE_URL?.trim() || process.env.DATABASE_URL?.trim();
-  const mail = mailEnv(process.env);
-  if (!databaseUrl || !mail) {
-    console.error("bun run mailer needs DATABASE_URL (or MAILER_DATABASE_URL) and SMTP_URL");
+  let config: MailerConfig;
+  try {
+    config = loadMailerConfig();
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error;
+    console.error(`bun run mailer: cannot start, ${error.message}`);
     process.exit(2);
   }
-  const role = process.env.MAILER_DB_ROLE?.trim() ?? "mailer";
-  const sql = connectPostgres(databaseUrl, { max: 2, onnotice: () => {}, connection: role ? { role } : {} });
+  const { mail, dbRole: role } = config;
+  const sql = connectPostgres(config.databaseUrl, { max: 2, onnotice: () => {}, connection: role ? { role } : {} });
   const mailer = new Mailer({
     sql,
     ...mail,
-    pollMs: intEnv("MAIL_POLL_MS", 1000, 10, 600_000),
-    leaseMs: intEnv("MAIL_LEASE_MS", 60_000, 100, 3_600_000),
-    retryBaseMs: intEnv("MAIL_RETRY_BASE_MS", 5000, 10, 3_600_000),
-    retryMaxMs: intEnv("MAIL_RETRY_MAX_MS", 3_600_000, 10, 86_400_000),
+    pollMs: config.pollMs,
+    leaseMs: config.leaseMs,
+    retryBaseMs: config.retryBaseMs,
+    retryMaxMs: config.retryMaxMs,
     log,
   });
   await mailer.start();

@@ -4,6 +4,7 @@ import { resolve } from "node:path";
 import { dbmate, MIGRATIONS_DIR, type DbmateCommand } from "../stack/migrate";
 import { startEmbeddedPostgres } from "../stack/embedded-postgres";
 import { applyAccountSettings } from "../stack/account-settings";
+import { loadAccountSettings, loadDatabaseCommandConfig, type AccountSettings } from "../config";
 
 const ROOT = resolve(import.meta.dir, "../../..");
 const [command = "up", ...rest] = process.argv.slice(2);
@@ -24,7 +25,15 @@ if (command === "new") {
   process.exit(await proc.exited);
 }
 
-const external = process.env.DATABASE_URL;
+// Both read before anything starts, so a bad value stops the command before it migrates.
+let external: string | undefined;
+let settings: AccountSettings;
+try {
+  external = loadDatabaseCommandConfig().databaseUrl;
+  settings = loadAccountSettings();
+} catch (error) {
+  cannotStart(error);
+}
 const embedded = external ? undefined : await startEmbeddedPostgres({ dataDir: resolve(ROOT, ".data/postgres"), database: "autoaudit" }).catch(cannotStart);
 try {
   const url = external ?? embedded!.url;
@@ -35,7 +44,7 @@ try {
   // The account settings (SESSION_*_DAYS, REFRESH_REUSE_GRACE_SECONDS, AUTH_REQUIRE_VERIFIED_EMAIL …)
   // live in auth.settings: written from this environment after every `up`.
   if (command === "up") {
-    await applyAccountSettings(url, process.env);
+    await applyAccountSettings(url, settings);
     console.error("account settings applied from the environment (auth.settings)");
   }
 } catch (error) {

@@ -3,6 +3,7 @@
 // Idempotent: a second run changes nothing.
 import { randomBytes } from "node:crypto";
 import { resolve } from "node:path";
+import { loadDatabaseCommandConfig } from "../config";
 import { connectPostgres } from "../db/connection";
 import { startEmbeddedPostgres } from "../stack/embedded-postgres";
 import { dbmate } from "../stack/migrate";
@@ -22,7 +23,7 @@ export interface SeedResult {
 }
 
 /** Creates the demo user if missing, then applies db/seed.sql in one transaction. */
-export async function seed(databaseUrl: string, demoPassword = process.env.SEED_DEMO_PASSWORD): Promise<SeedResult> {
+export async function seed(databaseUrl: string, demoPassword?: string): Promise<SeedResult> {
   const sql = connectPostgres(databaseUrl, { max: 1, onnotice: () => {} });
   try {
     const [schema] = await sql`select to_regnamespace('compliance') is not null as ready`;
@@ -47,18 +48,25 @@ export async function seed(databaseUrl: string, demoPassword = process.env.SEED_
 }
 
 if (import.meta.main) {
-  const external = process.env.DATABASE_URL;
+  const config = (() => {
+    try {
+      return loadDatabaseCommandConfig();
+    } catch (error) {
+      return cannotStart(error);
+    }
+  })();
+  const external = config.databaseUrl;
   const embedded = external
     ? undefined
     : await startEmbeddedPostgres({ dataDir: resolve(ROOT, ".data/postgres"), database: "autoaudit" }).catch(cannotStart);
   try {
     const url = external ?? embedded!.url;
     if (embedded) await dbmate(url, "up");
-    const result = await seed(url);
+    const result = await seed(url, config.seedDemoPassword);
     console.log(`seeded ${external ? "DATABASE_URL" : `embedded PostgreSQL in ${embedded!.dataDir}`}: tenant ${result.tenantId} with ${result.rules} rules and ${result.scans} scans`);
     console.log(
       result.password
-        ? `demo user ${result.email}, password ${result.password}${process.env.SEED_DEMO_PASSWORD ? " (from SEED_DEMO_PASSWORD)" : " (generated; set SEED_DEMO_PASSWORD to choose it)"}`
+        ? `demo user ${result.email}, password ${result.password}${config.seedDemoPassword ? " (from SEED_DEMO_PASSWORD)" : " (generated; set SEED_DEMO_PASSWORD to choose it)"}`
         : `demo user ${result.email} already existed; its password is unchanged`,
     );
   } catch (error) {

@@ -1,48 +1,17 @@
 // `bun run worker`: consumes scan jobs (Redis Stream consumer group) and runs the outbox relay
-// that publishes queued jobs. Reads the API's environment: DATABASE_URL and REDIS_URL.
-//
-//   SCAN_JOB_HANDLER         "simulated" (default: a deterministic stand-in scanner) or the path
-//                            of a module whose default export is a ScanJobHandler or a factory
-//   SCAN_WORKER_NAME         consumer name (default host-pid-random; must be unique per process)
-//   SCAN_JOB_CLAIM_IDLE_MS   take over jobs of workers silent this long (default 30000)
-//   SCAN_JOB_HEARTBEAT_MS    heartbeat of a running job (default claim idle / 4)
-//   SCAN_JOB_RELAY           "false" to run without the outbox relay (another process runs it)
-//   SCAN_JOB_STREAM          the stream key (default autoaudit:scan-jobs)
-//   SCAN_JOB_TIMEOUT_MS      abort and retry an attempt running longer (default 900000)
-//   SCAN_WORKER_DATABASE_URL connect with this URL instead of DATABASE_URL (a login role that
-//                            is a member of scan_worker)
-//   SCAN_WORKER_DB_ROLE      role the connections switch to (default scan_worker: the queue
-//                            functions and nothing else, even when the URL is a superuser's);
-//                            empty to stay the URL's role
-//   AUDIT_RETENTION_DAYS     prune the audit trail of events older than this, hourly (unset:
-//                            keep forever); as audit_pruner over AUDIT_PRUNE_DATABASE_URL
-//                            (default: the worker's URL), see api/src/cli/audit-prune.ts
+// that publishes queued jobs. Reads the API's DATABASE_URL and REDIS_URL, and its own SCAN_*
+// variables and the audit retention: api/src/config/worker.ts (docs/reference/configuration.md).
 import { resolve } from "node:path";
 import Redis from "ioredis";
 import { connectPostgres } from "../db/connection";
-import { connectPruner, pruneAuditTrail, retentionDays } from "./audit-prune";
+import { ConfigError, loadWorkerConfig, type WorkerConfig } from "../config";
+import { connectPruner, pruneAuditTrail } from "./audit-prune";
 import { connectRedis } from "../gateway/redis";
 import { RedisResponseCache } from "../gateway/cache";
 import { OutboxRelay } from "../queue/relay";
 import { SimulatedScanHandler } from "../queue/simulated-handler";
 import type { ScanJobHandler } from "../queue/types";
 import { defaultWorkerName, ScanWorker } from "../queue/worker";
-import { SCAN_JOB_STREAM } from "../queue/stream";
-
-function env(name: string): string | undefined {
-  const value = process.env[name]?.trim();
-  return value ? value : undefined;
-}
-
-function intEnv(name: string, fallback: number, min: number, max: number): number {
-  const raw = env(name);
-  if (raw === undefined) return fallback;
-  const value = Number(raw);
-  if (!Number.isInteger(value) || value < min || value > max) {
-    throw new Error(`${name} must be an integer between ${min} and ${max} (got "${raw}")`);
-  }
-  return value;
-}
 
 async function loadHandler(spec: string): Promise<ScanJobHandler> {
   if (spec === "simulated") return new SimulatedScanHandler();
@@ -62,21 +31,19 @@ async function loadHandler(spec: string): Promise<ScanJobHandler> {
 const log = (event: Record<string, unknown>) => console.log(JSON.stringify({ time: new Date().toISOString(), ...event }));
 
 async function main() {
-  const databaseUrl = env("SCAN_WORKER_DATABASE_URL") ?? env("DATABASE_URL");
-  const redisUrl = env("REDIS_URL");
-  if (!databaseUrl || !redisUrl) {
-    console.error("bun run worker needs DATABASE_URL and REDIS_URL (the API's configuration; `bun run dev` prints both)");
+  let config: WorkerConfig;
+  try {
+    config = loadWorkerConfig();
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error;
+    console.error(`bun run worker: cannot start, ${error.message}`);
     process.exit(2);
   }
-  const claimIdleMs = intEnv("SCAN_JOB_CLAIM_IDLE_MS", 30_000, 100, 3_600_000);
-  const heartbeatMs = intEnv("SCAN_JOB_HEARTBEAT_MS", Math.max(50, Math.floor(claimIdleMs / 4)), 10, claimIdleMs);
-  const handler = await loadHandler(env("SCAN_JOB_HANDLER") ?? "simulated");
-  const name = env("SCAN_WORKER_NAME") ?? defaultWorkerName();
-  const stream = env("SCAN_JOB_STREAM") ?? SCAN_JOB_STREAM;
+  const { databaseUrl, redisUrl, dbRole, stream, claimIdleMs, heartbeatMs, jobTimeoutMs } = config;
+  const retention = config.audit.retentionDays;
+  const handler = await loadHandler(config.handler);
+  const name = config.name ?? defaultWorkerName();
 
-  const retention = retentionDays(process.env.AUDIT_RETENTION_DAYS);
-  const jobTimeoutMs = intEnv("SCAN_JOB_TIMEOUT_MS", 15 * 60_000, 1000, 24 * 3_600_000);
-  const dbRole = process.env.SCAN_WORKER_DB_ROLE?.trim() ?? "scan_worker";
   // `role` as a startup parameter: every connection (the LISTEN one too) starts as that role.
   const sql = connectPostgres(databaseUrl, { max: 4, onnotice: () => {}, connection: dbRole ? { role: dbRole } : {} });
   const redisLink = connectRedis(redisUrl);
@@ -89,7 +56,7 @@ async function main() {
     retryStrategy: (attempt: number) => Math.min(50 * 2 ** Math.min(attempt, 5), 1000),
   });
   relayRedis.on("error", () => {});
-  const relay = env("SCAN_JOB_RELAY") === "false"
+  const relay = !config.relay
     ? undefined
     : new OutboxRelay({ sql, redis: relayRedis, stream, sweepStaleAfterMs: claimIdleMs * 5, log });
   const worker = new ScanWorker({
@@ -109,7 +76,7 @@ async function main() {
 
   await relay?.start();
   worker.start();
-  const pruner = retention === undefined ? undefined : connectPruner(env("AUDIT_PRUNE_DATABASE_URL") ?? databaseUrl);
+  const pruner = retention === undefined ? undefined : connectPruner(config.audit.pruneDatabaseUrl);
   const prune = async () => {
     try {
       const result = await pruneAuditTrail(pruner!, retention!);

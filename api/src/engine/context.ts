@@ -4,7 +4,7 @@
  * The relation handler (relation.ts) and the RPC handler (rpc.ts) share this pipeline.
  */
 import type { Sql } from "postgres";
-import type { EngineConfig } from "./config";
+import type { EngineConfig } from "../config/engine";
 import { ApiError } from "./errors";
 import type { AuthResult } from "./jwt";
 import type { Preferences } from "./request";

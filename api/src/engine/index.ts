@@ -2,7 +2,7 @@
  * The embedded PostgREST-compatible engine: `fetch(Request) → Response`, byte-compatible with
  * PostgREST for what the product uses, so the API calls it exactly as it would call PostgREST.
  *
- *   const engine = await createEngine(engineConfigFromEnv(process.env));
+ *   const engine = await createEngine(engineConfigFromEnv(env));   // config/engine.ts
  *   const res = await engine.fetch(new Request("http://engine/rpc/sign_in", { method: "POST", body }));
  *
  * In the API's own process the gateway calls `handle(request, verified)` instead: the same
@@ -10,8 +10,8 @@
  */
 import type { Sql } from "postgres";
 import { connectPostgres } from "../db/connection";
-import type { EngineConfig } from "./config";
-import { validateEngineConfig } from "./config";
+import type { EngineConfig } from "../config/engine";
+import { validateEngineConfig } from "../config/engine";
 import { noSchemaCache, type EngineRuntime } from "./context";
 import { ApiError } from "./errors";
 import { legacyRoleClaimKeyWarning } from "./jspath";
@@ -21,8 +21,8 @@ import { route } from "./router";
 import { loadSchemaCache, type SchemaCache, type SchemaSnapshots } from "./schema-cache";
 import { RequestConnections } from "./transaction";
 
-export type { EngineConfig } from "./config";
-export { engineConfigFromEnv } from "./config";
+export type { EngineConfig } from "../config/engine";
+export { engineConfigFromEnv } from "../config/engine";
 export type { VerifiedCaller } from "./jwt";
 export type { SchemaSnapshots } from "./schema-cache";
 

@@ -7,8 +7,8 @@
 import { channel } from "node:diagnostics_channel";
 import { compactVerify, importJWK, type JWK } from "jose";
 import { ApiError } from "./errors";
-import type { EngineConfig } from "./config";
-import { secretIsJwk } from "./config";
+import type { EngineConfig } from "../config/engine";
+import { secretIsJwk } from "../config/engine";
 import { parseJsPath, walkJsPath, type JsPath } from "./jspath";
 
 const CLOCK_SKEW_SECONDS = 30;

@@ -5,11 +5,20 @@
  */
 import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
-import { createEngine, engineConfigFromEnv } from "./index";
+import { ConfigError, engineConfigFromEnv, type EngineConfig } from "../config";
+import { createEngine } from "./index";
 import { nodeRequestListener } from "./node-http";
 
-const config = engineConfigFromEnv(process.env);
-const engine = await createEngine(config, { databaseUrl: process.env.DATABASE_URL });
+let config: EngineConfig;
+try {
+  // PGRST_DB_URI, else DATABASE_URL (config/engine.ts).
+  config = engineConfigFromEnv();
+} catch (error) {
+  if (!(error instanceof ConfigError)) throw error;
+  console.error(`engine: cannot start, ${error.message}`);
+  process.exit(1);
+}
+const engine = await createEngine(config);
 const origin = `http://${config.serverHost.includes(":") ? `[${config.serverHost}]` : config.serverHost}:${config.serverPort}`;
 // engine.fetch, not engine.handle: a request from the network has its token verified here.
 const server = createServer(nodeRequestListener((request) => engine.fetch(request), origin));

@@ -1,6 +1,5 @@
 import type { ApiConfig } from "../config";
 import { createEngine, type SchemaSnapshots } from "../engine";
-import { engineConfigFromEnv } from "../engine/config";
 import { engineFetch, httpFetch, type UpstreamFetch } from "./upstream";
 
 export interface UpstreamEndpoint {
@@ -23,8 +22,8 @@ const ENGINE_URL = "http://engine.internal";
 
 /**
  * The real PostgREST when POSTGREST_URL is set, otherwise the embedded engine in this process,
- * configured from the same PGRST_* variables and always with the API's own secret, schemas and
- * anonymous role (so a generated development secret is the one both sides use).
+ * with `config.engine`: the same PGRST_* variables, always with the API's own secret, schemas and
+ * anonymous role (so a generated development secret is the one both sides use), see loadConfig.
  *
  * The engine is reached in-process through its handler (upstream.ts, engineFetch), takes the
  * gateway's verification of the caller's token, and shares its schema cache with the gateway.
@@ -32,21 +31,12 @@ const ENGINE_URL = "http://engine.internal";
  * Sign-ins share the engine with every other request: what keeps the other routes fast while
  * they flood in is the gateway's admission control (SIGN_IN_CONCURRENCY hashes at a time).
  */
-export async function selectUpstream(config: ApiConfig, env: Record<string, string | undefined> = process.env): Promise<SelectedUpstream> {
+export async function selectUpstream(config: ApiConfig): Promise<SelectedUpstream> {
   if (config.postgrestUrl) {
     const url = config.postgrestUrl;
     return { url, fetch: httpFetch, kind: "postgrest", close: async () => {} };
   }
-  const engineEnv = {
-    ...env,
-    PGRST_JWT_SECRET: config.jwt.secret,
-    // The API's secret is text; the engine's key must be the one the gateway verifies with.
-    PGRST_JWT_SECRET_IS_BASE64: undefined,
-    PGRST_DB_SCHEMAS: config.schemas.join(","),
-    PGRST_DB_ANON_ROLE: config.anonRole,
-    ...(config.jwt.audience ? { PGRST_JWT_AUD: config.jwt.audience } : {}),
-  };
-  const databaseUrl = env.PGRST_DB_URI?.trim() || config.databaseUrl;
-  const engine = await createEngine(engineConfigFromEnv(engineEnv), { databaseUrl });
+  if (!config.engine) throw new Error("selectUpstream: the configuration has neither POSTGREST_URL nor an engine (use loadConfig)");
+  const engine = await createEngine(config.engine, { databaseUrl: config.databaseUrl });
   return { url: ENGINE_URL, fetch: engineFetch(engine), schema: engine.schema, kind: "engine", close: () => engine.close() };
 }

@@ -156,21 +156,3 @@ export class Mailer {
     }
   }
 }
-
-export interface MailEnv {
-  smtpUrl: string;
-  from: string;
-  publicAppUrl: string;
-}
-
-/** SMTP_URL, MAIL_FROM and PUBLIC_APP_URL, with the development defaults when `fallback` is given. */
-export function mailEnv(env: Record<string, string | undefined>, fallback?: Partial<MailEnv>): MailEnv | undefined {
-  const read = (name: string) => env[name]?.trim() || undefined;
-  const smtpUrl = read("SMTP_URL") ?? fallback?.smtpUrl;
-  if (!smtpUrl) return undefined;
-  return {
-    smtpUrl,
-    from: read("MAIL_FROM") ?? fallback?.from ?? "AutoAudit <no-reply@autoaudit.local>",
-    publicAppUrl: read("PUBLIC_APP_URL") ?? fallback?.publicAppUrl ?? "http://localhost:3000",
-  };
-}

@@ -16,6 +16,7 @@ import {
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import postgres from "postgres";
+import { loadEmbeddedPostgresHome } from "../config/stack";
 import { freePort } from "./free-port";
 import { installedPostgresBinaries, stagedPostgresBinaries, type PostgresBinaries } from "./postgres-binaries";
 import {
@@ -79,7 +80,7 @@ export async function startEmbeddedPostgres(options: EmbeddedPostgresOptions = {
   const timeoutMs = options.timeoutMs ?? 60_000;
   const database = options.database ?? "autoaudit";
   const user = runningAsRoot() ? serverUser(log) : undefined;
-  const home = resolve(options.home ?? (process.env.EMBEDDED_POSTGRES_HOME || DEFAULT_ROOT_HOME));
+  const home = resolve(options.home ?? loadEmbeddedPostgresHome() ?? DEFAULT_ROOT_HOME);
   const binaries = user ? stagedPostgresBinaries(home, user, log) : installedPostgresBinaries();
   const port = options.port ?? (await freePort());
   const cluster = options.dataDir ? persistentCluster(resolve(options.dataDir), user, home, log) : throwawayCluster(user);
@@ -230,6 +231,8 @@ function readOrCreatePassword(file: string): string {
   return password;
 }
 
+// The server's own environment: this process's (PATH, HOME …, which the PostgreSQL binaries and
+// their libraries need), with C messages so its output can be matched. Not configuration.
 function childEnv(): NodeJS.ProcessEnv {
   return { ...process.env, LC_ALL: "C", LC_MESSAGES: "C" };
 }

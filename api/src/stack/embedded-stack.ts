@@ -2,7 +2,7 @@ import { randomBytes } from "node:crypto";
 import { mkdirSync } from "node:fs";
 import { availableParallelism } from "node:os";
 import { join, resolve } from "node:path";
-import { loadConfig } from "../config";
+import { loadAccountSettings, loadConfig, loadDevConfig, loadMailSettings, read, type Env } from "../config";
 import { startApi, type RunningApi } from "../server";
 import { startEmbeddedPostgres, type RunningPostgres } from "./embedded-postgres";
 import { withSocketDir } from "../db/connection";
@@ -11,7 +11,7 @@ import { redisServerAvailable, startRedisServer, type RunningRedis } from "./red
 import { applyAccountSettings } from "./account-settings";
 import { startMailDev, type RunningMailDev } from "./maildev";
 import { connectPostgres as connectMailerDb } from "../db/connection";
-import { Mailer, mailEnv } from "../mail/mailer";
+import { Mailer } from "../mail/mailer";
 
 export interface EmbeddedStackOptions {
   /** Persistent data (Postgres cluster under `postgres/`, Redis append-only file under `redis/`). Omit for throwaway. */
@@ -25,10 +25,11 @@ export interface EmbeddedStackOptions {
   /** Where the API's JSON request log goes (default: stdout). */
   requestLog?: (line: string) => void;
   /**
-   * Extra environment for the API (PGRST_*, rate limits …); defaults to process.env. Read here:
-   * EMBEDDED_POSTGRES_TCP=true (the API reaches PostgreSQL over TCP instead of its Unix socket).
+   * The environment the stack is configured from (the caller's, usually process.env): the
+   * development stack's own variables (config/stack.ts DevEnv), the account settings, the mail
+   * settings, and everything the API reads, which the stack completes with its servers' URLs.
    */
-  env?: Record<string, string | undefined>;
+  env: Env;
 }
 
 export interface EmbeddedStack {
@@ -64,9 +65,13 @@ export interface EmbeddedStack {
  * Embedded PostgreSQL, `dbmate up`, a fresh authenticator password, redis-server when on PATH,
  * and the API with the embedded engine.
  */
-export async function startEmbeddedStack(options: EmbeddedStackOptions = {}): Promise<EmbeddedStack> {
+export async function startEmbeddedStack(options: EmbeddedStackOptions): Promise<EmbeddedStack> {
   const log = options.log ?? (() => {});
-  const env = options.env ?? process.env;
+  const env = options.env;
+  // Everything is parsed before anything starts: a bad value stops the stack with every problem.
+  const dev = loadDevConfig(env);
+  const accountSettings = loadAccountSettings(env);
+  const mailSettings = loadMailSettings(env);
   const dataDir = options.dataDir ? resolve(options.dataDir) : undefined;
   const started: { stop(): Promise<void> }[] = [];
   const stopAll = async () => {
@@ -84,12 +89,12 @@ export async function startEmbeddedStack(options: EmbeddedStackOptions = {}): Pr
     log(`postgres: ${redact(postgres.url)}${dataDir ? ` (data in ${postgres.dataDir})` : ""}`);
 
     await dbmate(postgres.url, "up");
-    const password = env.AUTHENTICATOR_PASSWORD?.trim() || randomBytes(24).toString("base64url");
+    const password = dev.authenticatorPassword ?? randomBytes(24).toString("base64url");
     await setAuthenticatorPassword(postgres.url, password);
-    await applyAccountSettings(postgres.url, env);
+    await applyAccountSettings(postgres.url, accountSettings);
     // The API and engine sit next to the server: its Unix socket spares both sides the TCP stack.
     // EMBEDDED_POSTGRES_TCP=true connects over TCP to 127.0.0.1 instead, as a composed stack does.
-    const tcp = /^(1|true|yes|on)$/i.test(env.EMBEDDED_POSTGRES_TCP?.trim() ?? "");
+    const tcp = dev.tcp;
     const tcpUrl = authenticatorUrl(postgres.url, password);
     const appUrl = tcp ? tcpUrl : withSocketDir(tcpUrl, postgres.dataDir);
     log("migrations applied");
@@ -107,38 +112,39 @@ export async function startEmbeddedStack(options: EmbeddedStackOptions = {}): Pr
 
     // Mail: MailDev catches everything unless SMTP_URL names a real relay.
     let maildev: RunningMailDev | undefined;
-    if (!env.SMTP_URL?.trim()) {
+    if (!mailSettings.smtpUrl) {
       maildev = await startMailDev({
-        smtpPort: env.MAILDEV_SMTP_PORT ? Number(env.MAILDEV_SMTP_PORT) : undefined,
-        webPort: env.MAILDEV_WEB_PORT ? Number(env.MAILDEV_WEB_PORT) : undefined,
+        smtpPort: dev.maildevSmtpPort,
+        webPort: dev.maildevWebPort,
         mailDirectory: dataDir ? join(dataDir, "maildev") : undefined,
       });
       started.push(maildev);
       log(`maildev: inbox ${maildev.webUrl}, SMTP ${maildev.smtpUrl}`);
     }
-    const mail = mailEnv(env, { smtpUrl: maildev?.smtpUrl })!;
+    const mail = { ...mailSettings, smtpUrl: mailSettings.smtpUrl ?? maildev!.smtpUrl };
     const mailerSql = connectMailerDb(withSocketDir(postgres.url, postgres.dataDir), { max: 2, onnotice: () => {}, connection: { role: "mailer" } });
     const mailer = new Mailer({ sql: mailerSql, ...mail, log: (event) => log(`mailer: ${JSON.stringify(event)}`) });
     await mailer.start();
     started.push({ stop: async () => { await mailer.stop(); await mailerSql.end({ timeout: 5 }); } });
 
-    const apiEnv: Record<string, string | undefined> = {
+    // The API's environment: the caller's, with this stack's servers, and development defaults
+    // for what the caller left unset.
+    const unset = (name: string, value: string) => (read(env, name) === undefined ? { [name]: value } : {});
+    const apiEnv: Env = {
       ...env,
+      // A development stack is reachable from this machine only, unless HOST says otherwise.
+      ...unset("HOST", "127.0.0.1"),
+      // PostgreSQL runs on this machine, so a bcrypt hash takes a core the API and the other
+      // requests' backends also need: admit one hash fewer than there are cores.
+      ...unset("SIGN_IN_CONCURRENCY", String(Math.max(1, availableParallelism() - 1))),
       DATABASE_URL: appUrl,
       PGRST_DB_URI: appUrl,
       REDIS_URL: redis?.url,
       POSTGREST_URL: undefined,
-      PORT: String(options.port ?? (env.PORT ? Number(env.PORT) : 8000)),
-      // A development stack is reachable from this machine only, unless HOST says otherwise.
-      HOST: env.HOST?.trim() || "127.0.0.1",
-      PGRST_DB_SCHEMAS: env.PGRST_DB_SCHEMAS ?? "api",
-      PGRST_DB_ANON_ROLE: env.PGRST_DB_ANON_ROLE ?? "anon",
-      // PostgreSQL runs on this machine, so a bcrypt hash takes a core the API and the other
-      // requests' backends also need: admit one hash fewer than there are cores.
-      SIGN_IN_CONCURRENCY: env.SIGN_IN_CONCURRENCY?.trim() || String(Math.max(1, availableParallelism() - 1)),
+      PORT: String(options.port ?? dev.port),
     };
     const config = loadConfig(apiEnv, { development: true, log });
-    const api = await startApi(config, apiEnv, options.requestLog);
+    const api = await startApi(config, options.requestLog);
     started.push(api);
     log(`api: ${api.url}  (Swagger UI: ${api.url}/docs)`);
 

@@ -18,6 +18,8 @@ export function dbmateUrl(databaseUrl: string): string {
 export async function dbmate(databaseUrl: string, command: DbmateCommand, ...args: string[]): Promise<string> {
   const proc = Bun.spawn(
     [DBMATE, "--url", dbmateUrl(databaseUrl), "--migrations-dir", MIGRATIONS_DIR, "--no-dump-schema", "--wait", command, ...args],
+    // dbmate's own environment: this process's (PATH …), without DATABASE_URL, which dbmate would
+    // otherwise prefer over --url. Not configuration.
     { stdout: "pipe", stderr: "pipe", env: { ...process.env, DATABASE_URL: "" } },
   );
   const [out, err, code] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited]);

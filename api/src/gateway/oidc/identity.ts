@@ -1,4 +1,4 @@
-import type { OidcProviderConfig } from "./config";
+import type { OidcProviderConfig } from "../../config/oidc";
 
 /** The verified ID token's claims (openid-client has checked issuer, audience, signature, nonce, expiry). */
 export type IdClaims = Record<string, unknown> & { iss: string; sub: string };

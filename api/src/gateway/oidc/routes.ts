@@ -4,7 +4,7 @@ import type { ApiConfig } from "../../config";
 import { gatewayError, gatewayErrors, relayedError, type ApiError } from "../errors";
 import type { RateLimiter } from "../rate-limit";
 import type { RedisLink } from "../redis";
-import { isLoopback, type OidcConfig, type OidcProviderConfig } from "./config";
+import { isLoopback, type OidcConfig, type OidcProviderConfig } from "../../config/oidc";
 import { MemoryFlowStore, RedisFlowStore, type FlowStore } from "./flow-store";
 import { IdentityRefused, identityOf, type IdClaims } from "./identity";
 

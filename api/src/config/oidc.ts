@@ -1,5 +1,5 @@
 /**
- * OpenID Connect sign-in settings, parsed from the environment by config.ts (README,
+ * OpenID Connect sign-in settings, parsed from the environment by loadConfig (config/api.ts) (README,
  * "Sign in with OpenID Connect").
  *
  * AUTH_OIDC_PROVIDERS is a JSON array, one object per provider:
@@ -74,10 +74,8 @@ export function loadOidcConfig(
       problems.push(`AUTH_REDIRECT_ALLOWLIST: "${entry}" is not an http(s) URL`);
     }
   }
+  // Its form (origin + /auth/callback) is checked by its schema (ApiEnv).
   const callbackUrl = read("AUTH_OIDC_CALLBACK_URL");
-  if (callbackUrl !== undefined && !/^https?:\/\/[^/]+\/auth\/callback$/.test(callbackUrl)) {
-    problems.push("AUTH_OIDC_CALLBACK_URL must be this API's public origin followed by /auth/callback");
-  }
   return {
     providers,
     redirectAllowlist,
