@@ -13,7 +13,7 @@ import { healthReport } from "./health";
 import { JwtService } from "./jwt";
 import { OidcRoutes } from "./oidc/routes";
 import { buildOpenApi } from "./openapi";
-import { FallbackRateLimiter, MemoryRateLimiter, RedisRateLimiter, type RateLimiter } from "./rate-limit";
+import { createRateLimits } from "./rate-limit";
 import { connectRedis, type RedisLink } from "./redis";
 import { RpcHandler, type RequestNotes } from "./rpc";
 import { securityHeaders } from "./security-headers";
@@ -113,15 +113,15 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     )
     .catch((error: unknown) => log({ event: "revocation_listen_failed", error: error instanceof Error ? error.message : String(error) }));
   const cache: ResponseCache = redis ? new RedisResponseCache(redis) : new MemoryResponseCache();
-  const limiter: RateLimiter = redis ? new FallbackRateLimiter(new RedisRateLimiter(redis), redis) : new MemoryRateLimiter();
+  const limits = createRateLimits(config.rateLimit, redis);
   const admission = new Admission(config.admission.signInConcurrency, config.admission.signInQueue, config.admission.signInQueueTimeoutMs);
   // The engine's schema cache when it runs here; the same introspection of the gateway's own otherwise.
   const ownSchema = options.upstream.schema ? undefined : new OwnSchemaSnapshots(sql, config.schemas, config.anonRole, log);
   const catalog = new FunctionCatalog(options.upstream.schema ?? ownSchema!);
   const startedUp = Promise.all([ownSchema?.start(), redis && firstConnection(redis)]).then(() => {});
-  const rpc = new RpcHandler({ config, jwt, sessions, upstream, cache, limiter, admission, catalog, log });
+  const rpc = new RpcHandler({ config, jwt, sessions, upstream, cache, limits, admission, catalog, log });
   const cors = new Cors(config.corsOrigins);
-  const oidc = new OidcRoutes({ oidc: config.oidc, rateLimit: config.rateLimit, limiter, sql, redis, log });
+  const oidc = new OidcRoutes({ oidc: config.oidc, perAddress: limits.perAddress, sql, redis, log });
   const notesOf = new WeakMap<Request, RequestNotes>();
 
   const app = new Elysia()
