@@ -157,6 +157,43 @@ for (const [name, make] of caches) {
   });
 }
 
+describe("memory response cache bounds", () => {
+  const value = { status: 200, headers: [] as [string, string][], body: "[]" };
+
+  test("holds at most maxEntries, the least recently used go first", async () => {
+    const cache = new MemoryResponseCache({ maxEntries: 2 });
+    for (const key of ["a", "b"]) await cache.store(key, [], [], value, 60_000);
+    expect((await cache.lookup("a", [])).hit).toEqual(value); // a is now the most recent
+    await cache.store("c", [], [], value, 60_000);
+    expect((await cache.lookup("b", [])).hit).toBeUndefined();
+    expect((await cache.lookup("a", [])).hit).toEqual(value);
+    expect((await cache.lookup("c", [])).hit).toEqual(value);
+  });
+
+  test("holds at most maxBytes of bodies", async () => {
+    const cache = new MemoryResponseCache({ maxBytes: 1000 });
+    const big = { ...value, body: "x".repeat(400) };
+    for (const key of ["a", "b", "c"]) await cache.store(key, [], [], big, 60_000);
+    expect((await cache.lookup("a", [])).hit).toBeUndefined();
+    expect((await cache.lookup("c", [])).hit).toEqual(big);
+  });
+
+  test("a tag version dropped for room never lets an answer computed across its eviction in", async () => {
+    const cache = new MemoryResponseCache({ maxTags: 1 });
+    const before = await cache.lookup("k", ["tenant:1"]);
+    await cache.evict(["tenant:1"]); // a write, while the read is at the database
+    await cache.evict(["tenant:2"]); // another: tenant:1's version is dropped for room
+    await cache.store("k", ["tenant:1"], before.versions, value, 60_000);
+    expect((await cache.lookup("k", ["tenant:1"])).hit).toBeUndefined();
+    // Stored after both writes, it is a hit; evicting its tag (dropped or not) ends it.
+    const after = await cache.lookup("k", ["tenant:1"]);
+    await cache.store("k", ["tenant:1"], after.versions, value, 60_000);
+    expect((await cache.lookup("k", ["tenant:1"])).hit).toEqual(value);
+    await cache.evict(["tenant:1"]);
+    expect((await cache.lookup("k", ["tenant:1"])).hit).toBeUndefined();
+  });
+});
+
 describe("sign-in admission", () => {
   test("runs `limit` at once, queues `queue` more, refuses the rest immediately", async () => {
     const admission = new Admission(2, 1, 5_000);
