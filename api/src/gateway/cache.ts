@@ -1,6 +1,16 @@
 import { createHash } from "node:crypto";
 import { LRUCache } from "lru-cache";
+import type { RedisKey, Result } from "ioredis";
 import type { RedisLink } from "./redis";
+
+declare module "ioredis" {
+  interface RedisCommander<Context> {
+    /** STORE_SCRIPT: keys entry, tags…, versions…; argv entry, ttl ms, tag count, versions…. */
+    responseCacheStore(numKeys: number, ...keysAndArgs: RedisKey[]): Result<number, Context>;
+    /** EVICT_SCRIPT: keys tag set, tag version. */
+    responseCacheEvict(tagKey: RedisKey, versionKey: RedisKey): Result<number, Context>;
+  }
+}
 
 /** A cached upstream answer: status, the headers worth replaying, body. */
 export interface CachedResponse {
@@ -79,6 +89,9 @@ export class RedisResponseCache implements ResponseCache {
   private readonly pending = new Set<string>();
 
   constructor(private readonly redis: RedisLink) {
+    // Sent as EVALSHA (ioredis loads a script once per connection, on NOSCRIPT), not whole each call.
+    redis.client.defineCommand("responseCacheStore", { lua: STORE_SCRIPT });
+    redis.client.defineCommand("responseCacheEvict", { lua: EVICT_SCRIPT, numberOfKeys: 2 });
     redis.client.on("ready", () => {
       if (this.pending.size === 0) return;
       const tags = [...this.pending];
@@ -102,14 +115,14 @@ export class RedisResponseCache implements ResponseCache {
 
   async store(key: string, tags: string[], versions: string[], value: CachedResponse, ttlMs: number): Promise<void> {
     const keys = [entryKey(key), ...tags.map(tagKey), ...tags.map(versionKey)];
-    await this.redis.client.eval(STORE_SCRIPT, keys.length, ...keys, encodeEntry(value), String(ttlMs), String(tags.length), ...versions);
+    await this.redis.client.responseCacheStore(keys.length, ...keys, encodeEntry(value), String(ttlMs), String(tags.length), ...versions);
   }
 
   async evict(tags: string[]): Promise<void> {
     if (tags.length === 0) return;
     try {
       if (!this.redis.ready()) throw new Error("redis not ready");
-      await Promise.all(tags.map((tag) => this.redis.client.eval(EVICT_SCRIPT, 2, tagKey(tag), versionKey(tag))));
+      await Promise.all(tags.map((tag) => this.redis.client.responseCacheEvict(tagKey(tag), versionKey(tag))));
     } catch {
       for (const tag of tags) this.pending.add(tag);
     }
