@@ -9,18 +9,10 @@ import { gatewayErrors } from "./errors";
 import type { JwtService, SessionAssurance, VerifiedToken } from "./jwt";
 import QRCode from "qrcode";
 import type { RateLimits } from "./rate-limit";
+import type { RequestNotes } from "./request-context";
 import type { SessionGuard } from "./sessions";
 import { checkNewPassword } from "./password-policy";
 import { toResponse, UpstreamFailure, type Upstream, type UpstreamRequest, type UpstreamResponse } from "./upstream";
-
-/** What the request envelope learns while handling one request (for the log line). */
-export interface RequestNotes {
-  cache?: "HIT" | "MISS" | "BYPASS";
-  /** The caller's address (computed on demand). */
-  clientIp?: () => string | undefined;
-  /** The id this request is answered with (X-Request-Id), sent upstream so the database records it. */
-  requestId?: string;
-}
 
 export interface RpcDeps {
   config: ApiConfig;
@@ -86,7 +78,7 @@ export class RpcHandler {
     const schema = resolveSchema(request.headers, method, this.deps.config.schemas);
     let caller = this.authenticate(request);
     if (caller instanceof Promise) caller = await caller;
-    const clientAddress = notes.clientIp?.();
+    const clientAddress = notes.clientIp();
     const requestId = notes.requestId;
     // The token as verified here travels with every upstream call (see UpstreamFetch).
     const verified = caller;
