@@ -45,6 +45,8 @@ describe("routes the API does not have", () => {
     const result = await call("/no/such/route");
     expect(result.status).toBe(404);
     expect(Object.keys(result.json)).toEqual(["code", "details", "hint", "message"]);
+    expect(result.headers.get("x-request-id")).toMatch(/^[0-9a-f-]{36}$/);
+    expect(result.headers.get("x-content-type-options")).toBe("nosniff");
   });
 
   test("relation reads are forwarded: an unknown table gets PostgREST's 404", async () => {
@@ -86,6 +88,41 @@ describe.skipIf(!canStartInstances)(`CORS, routing and request logs ${SKIP_REASO
     expect(allowed.headers.get("access-control-expose-headers")).toContain("X-Request-Id");
     const other = await call("/health", { base: api.url, headers: { Origin: "https://evil.example.com" } });
     expect(other.headers.get("access-control-allow-origin")).toBeNull();
+    // No cookies are used: never credentials. A preflight from another origin learns nothing.
+    expect(preflight.headers.get("access-control-allow-credentials")).toBeNull();
+    expect(allowed.headers.get("access-control-allow-credentials")).toBeNull();
+    expect(preflight.headers.get("vary")).toBe("Origin");
+    const refused = await fetch(`${api.url}/rpc/me`, { method: "OPTIONS", headers: { Origin: "https://evil.example.com", "Access-Control-Request-Method": "GET" } });
+    expect(refused.status).toBe(204);
+    expect(refused.headers.get("access-control-allow-origin")).toBeNull();
+    expect(refused.headers.get("access-control-allow-methods")).toBeNull();
+    // The answer's own Vary keeps its names and gains Origin, as its Allow-Origin depends on it.
+    const user = newUser();
+    await signUp(user, api.url);
+    const session = await signIn(user, api.url);
+    const read = await call("/rpc/me", { base: api.url, token: session.access_token, headers: { Origin: "https://app.example.com" } });
+    expect(read.status).toBe(200);
+    expect(read.headers.get("access-control-allow-origin")).toBe("https://app.example.com");
+    expect(read.headers.get("vary")).toBe("Accept, Prefer, Range, Origin");
+    // A plain OPTIONS (no Access-Control-Request-Method) is no preflight: the route answers it.
+    const options = await call("/rpc/me", { base: api.url, method: "OPTIONS", headers: { Origin: "https://app.example.com" } });
+    expect(options.status).toBe(405);
+    expect(Object.keys(options.json)).toEqual(["code", "details", "hint", "message"]);
+    expect(options.headers.get("x-request-id")).toMatch(/^[0-9a-f-]{36}$/);
+  });
+
+  test("with CORS_ORIGINS=*: any origin, Allow-Origin *, and no Vary added", async () => {
+    const env = { ...testStack().apiEnv!, CORS_ORIGINS: "*" };
+    const api = await startApi(loadConfig(env), () => {});
+    started.push(api);
+    const health = await call("/health", { base: api.url, headers: { Origin: "https://anyone.example" } });
+    expect(health.headers.get("access-control-allow-origin")).toBe("*");
+    expect(health.headers.get("access-control-expose-headers")).toContain("Retry-After");
+    expect(health.headers.get("vary")).toBeNull();
+    const missing = await call("/no/such/route", { base: api.url, headers: { Origin: "https://anyone.example" } });
+    expect(missing.status).toBe(404);
+    expect(missing.headers.get("vary")).toBeNull();
+    expect(missing.headers.get("access-control-allow-origin")).toBe("*");
   });
 
   test("one JSON line per request with method, path, status, duration and id; no tokens or passwords", async () => {
@@ -109,6 +146,13 @@ describe.skipIf(!canStartInstances)(`CORS, routing and request logs ${SKIP_REASO
     const me = requests[2];
     expect(me.request_id).toBe("log-test-1");
     expect(typeof me.duration_ms).toBe("number");
+    expect(me.client_ip).toMatch(/^(127\.0\.0\.1|::1|::ffff:127\.0\.0\.1)$/);
+    // Paths no route has, and preflights, are logged too, each with the id it was answered with.
+    const missing = await call("/no/such/route?x=1", { base: api.url });
+    const preflight = await fetch(`${api.url}/rpc/me`, { method: "OPTIONS", headers: { Origin: "https://a.example", "Access-Control-Request-Method": "GET" } });
+    const later = lines.map((l) => JSON.parse(l)).filter((e) => e.event === "request").slice(4);
+    expect(later.map((e) => `${e.method} ${e.path} ${e.status}`)).toEqual(["GET /no/such/route 404", "OPTIONS /rpc/me 204"]);
+    expect(later.map((e) => e.request_id)).toEqual([missing.headers.get("x-request-id"), preflight.headers.get("x-request-id")]);
     const everything = lines.join("\n");
     for (const secret of [user.password, session.access_token, session.refresh_token, session.access_token.split(".")[2]!]) {
       expect(everything).not.toContain(secret);

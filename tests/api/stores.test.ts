@@ -4,8 +4,11 @@ import { afterAll, describe, expect, test } from "bun:test";
 import { randomUUID } from "node:crypto";
 import { Admission } from "../../api/src/gateway/admission";
 import { MemoryResponseCache, RedisResponseCache, type ResponseCache } from "../../api/src/gateway/cache";
-import { MemoryRateLimiter, RedisRateLimiter, type RateLimiter } from "../../api/src/gateway/rate-limit";
+import { ApiError } from "../../api/src/gateway/errors";
+import { createRateLimits, type RateLimits } from "../../api/src/gateway/rate-limit";
 import { connectRedis } from "../../api/src/gateway/redis";
+import { freePort } from "../../api/src/stack/free-port";
+import { redisServerAvailable, startRedisServer } from "../../api/src/stack/redis-server";
 import { testStack } from "../support/stack";
 
 const link = connectRedis(testStack().redisUrl);
@@ -16,39 +19,100 @@ async function redisReady() {
   expect(link.ready()).toBe(true);
 }
 
-const limiters: [string, () => Promise<RateLimiter>][] = [
-  ["redis", async () => (await redisReady(), new RedisRateLimiter(link))],
-  ["memory", async () => new MemoryRateLimiter()],
+const RATE = { ipMax: 3, ipWindowSeconds: 1, emailMax: 2, emailWindowSeconds: 60 };
+
+/** The AA401 a spent budget is refused with, and its Retry-After in seconds. */
+async function refusal(attempt: Promise<void>): Promise<number> {
+  const error = await attempt.then(() => undefined, (e: unknown) => e);
+  expect(error).toBeInstanceOf(ApiError);
+  const response = (error as ApiError).toResponse();
+  expect(response.status).toBe(429);
+  expect(((await response.json()) as { code: string }).code).toBe("AA401");
+  return Number(response.headers.get("retry-after"));
+}
+
+const limitStores: [string, () => Promise<RateLimits>][] = [
+  ["redis", async () => (await redisReady(), createRateLimits(RATE, link))],
+  ["memory", async () => createRateLimits(RATE, undefined)],
 ];
 
-for (const [name, make] of limiters) {
-  describe(`${name} rate limiter`, () => {
-    test("allows max attempts per window, refuses the next with a Retry-After, recovers after the window", async () => {
-      const limiter = await make();
+for (const [name, make] of limitStores) {
+  describe(`${name} rate limits`, () => {
+    test("allow max attempts per window, refuse the next with a Retry-After, recover after the window", async () => {
+      const { perAddress } = await make();
       const key = `test:${randomUUID()}`;
-      for (let i = 0; i < 3; i++) expect((await limiter.attempt(key, 3, 1, true)).allowed).toBe(true);
-      const refused = await limiter.attempt(key, 3, 1, true);
-      expect(refused.allowed).toBe(false);
-      expect(refused.retryAfter).toBeGreaterThanOrEqual(1);
-      expect(refused.retryAfter).toBeLessThanOrEqual(2);
-      // Refused attempts are not counted: waiting out the sliding window is enough.
-      await Bun.sleep(2100);
-      expect((await limiter.attempt(key, 3, 1, true)).allowed).toBe(true);
+      for (let i = 0; i < 3; i++) await perAddress.consume(key);
+      const retryAfter = await refusal(perAddress.consume(key));
+      expect(retryAfter).toBe(1);
+      // Refused attempts do not move the window's end: waiting out Retry-After is enough.
+      await refusal(perAddress.consume(key));
+      await Bun.sleep(retryAfter * 1000 + 100);
+      await perAddress.consume(key);
     });
 
-    test("record counts without checking, and a check without consume does not count", async () => {
-      const limiter = await make();
+    test("record counts without checking, and a check does not count", async () => {
+      const { perAccount } = await make();
       const key = `test:${randomUUID()}`;
-      for (let i = 0; i < 5; i++) expect((await limiter.attempt(key, 2, 60, false)).allowed).toBe(true);
-      await limiter.record(key, 60);
-      await limiter.record(key, 60);
-      const decision = await limiter.attempt(key, 2, 60, false);
-      expect(decision.allowed).toBe(false);
-      expect(decision.retryAfter).toBeGreaterThan(0);
-      expect(decision.retryAfter).toBeLessThanOrEqual(120);
+      for (let i = 0; i < 5; i++) await perAccount.check(key);
+      await perAccount.record(key);
+      await perAccount.check(key);
+      await perAccount.record(key);
+      const retryAfter = await refusal(perAccount.check(key));
+      expect(retryAfter).toBeGreaterThan(0);
+      expect(retryAfter).toBeLessThanOrEqual(60);
+    });
+
+    test("a limit of 0 is no limit", async () => {
+      const { perAddress } = createRateLimits({ ...RATE, ipMax: 0 }, name === "redis" ? link : undefined);
+      for (let i = 0; i < 10; i++) await perAddress.consume("test:unlimited");
     });
   });
 }
+
+describe.skipIf(!redisServerAvailable())("rate limits while Redis is away", () => {
+  test("counted in Redis while it answers (shared by instances), in this process once it stops", async () => {
+    const redis = await startRedisServer();
+    const own = connectRedis(redis.url);
+    try {
+      for (let i = 0; i < 100 && !own.ready(); i++) await Bun.sleep(20);
+      expect(own.ready()).toBe(true);
+      const config = { ...RATE, emailMax: 3 };
+      const [a, b] = [createRateLimits(config, own), createRateLimits(config, own)];
+      const key = `test:${randomUUID()}`;
+      await a.perAccount.consume(key);
+      await b.perAccount.consume(key);
+      await a.perAccount.consume(key);
+      await refusal(b.perAccount.consume(key)); // one budget in Redis
+
+      await redis.stop();
+      for (let i = 0; i < 100 && own.ready(); i++) await Bun.sleep(20);
+      expect(own.ready()).toBe(false);
+      // The insurance limiter starts its own count: 3 more, then refused, without Redis.
+      const other = `test:${randomUUID()}`;
+      for (let i = 0; i < 3; i++) await a.perAccount.consume(other);
+      await refusal(a.perAccount.consume(other));
+      await a.perAccount.record(`${other}:failures`);
+      await a.perAccount.record(`${other}:failures`);
+      await a.perAccount.record(`${other}:failures`);
+      await refusal(a.perAccount.check(`${other}:failures`));
+    } finally {
+      await own.close();
+      await redis.stop();
+    }
+  });
+
+  test("a configured Redis that never answered: limits hold in this process", async () => {
+    const unreachable = connectRedis(`redis://127.0.0.1:${await freePort()}`);
+    try {
+      const { perAddress } = createRateLimits(RATE, unreachable);
+      const key = `test:${randomUUID()}`;
+      for (let i = 0; i < 3; i++) await perAddress.consume(key);
+      expect(await refusal(perAddress.consume(key))).toBe(1);
+    } finally {
+      await unreachable.close();
+    }
+  });
+});
 
 const caches: [string, () => Promise<ResponseCache>][] = [
   ["redis", async () => (await redisReady(), new RedisResponseCache(link))],
@@ -92,6 +156,43 @@ for (const [name, make] of caches) {
     });
   });
 }
+
+describe("memory response cache bounds", () => {
+  const value = { status: 200, headers: [] as [string, string][], body: "[]" };
+
+  test("holds at most maxEntries, the least recently used go first", async () => {
+    const cache = new MemoryResponseCache({ maxEntries: 2 });
+    for (const key of ["a", "b"]) await cache.store(key, [], [], value, 60_000);
+    expect((await cache.lookup("a", [])).hit).toEqual(value); // a is now the most recent
+    await cache.store("c", [], [], value, 60_000);
+    expect((await cache.lookup("b", [])).hit).toBeUndefined();
+    expect((await cache.lookup("a", [])).hit).toEqual(value);
+    expect((await cache.lookup("c", [])).hit).toEqual(value);
+  });
+
+  test("holds at most maxBytes of bodies", async () => {
+    const cache = new MemoryResponseCache({ maxBytes: 1000 });
+    const big = { ...value, body: "x".repeat(400) };
+    for (const key of ["a", "b", "c"]) await cache.store(key, [], [], big, 60_000);
+    expect((await cache.lookup("a", [])).hit).toBeUndefined();
+    expect((await cache.lookup("c", [])).hit).toEqual(big);
+  });
+
+  test("a tag version dropped for room never lets an answer computed across its eviction in", async () => {
+    const cache = new MemoryResponseCache({ maxTags: 1 });
+    const before = await cache.lookup("k", ["tenant:1"]);
+    await cache.evict(["tenant:1"]); // a write, while the read is at the database
+    await cache.evict(["tenant:2"]); // another: tenant:1's version is dropped for room
+    await cache.store("k", ["tenant:1"], before.versions, value, 60_000);
+    expect((await cache.lookup("k", ["tenant:1"])).hit).toBeUndefined();
+    // Stored after both writes, it is a hit; evicting its tag (dropped or not) ends it.
+    const after = await cache.lookup("k", ["tenant:1"]);
+    await cache.store("k", ["tenant:1"], after.versions, value, 60_000);
+    expect((await cache.lookup("k", ["tenant:1"])).hit).toEqual(value);
+    await cache.evict(["tenant:1"]);
+    expect((await cache.lookup("k", ["tenant:1"])).hit).toBeUndefined();
+  });
+});
 
 describe("sign-in admission", () => {
   test("runs `limit` at once, queues `queue` more, refuses the rest immediately", async () => {

@@ -13,9 +13,10 @@ import { healthReport } from "./health";
 import { JwtService } from "./jwt";
 import { OidcRoutes } from "./oidc/routes";
 import { buildOpenApi } from "./openapi";
-import { FallbackRateLimiter, MemoryRateLimiter, RedisRateLimiter, type RateLimiter } from "./rate-limit";
+import { createRateLimits } from "./rate-limit";
 import { connectRedis, type RedisLink } from "./redis";
-import { RpcHandler, type RequestNotes } from "./rpc";
+import { requestContext, type RequestInfo } from "./request-context";
+import { RpcHandler } from "./rpc";
 import { securityHeaders } from "./security-headers";
 import { DATABASE_REVOCATION_CHANNEL, SessionGuard } from "./sessions";
 import { Upstream, UpstreamFailure } from "./upstream";
@@ -30,13 +31,7 @@ export interface GatewayOptions {
   version?: string;
 }
 
-export interface RequestInfo {
-  /**
-   * The peer address as the server saw it (X-Forwarded-For is used only with TRUST_PROXY),
-   * asked for only by the requests that use it (sign-in limits, the log line).
-   */
-  clientIp?: () => string | undefined;
-}
+export type { RequestInfo } from "./request-context";
 
 export interface Gateway {
   /** The whole API as a web-standard handler. */
@@ -48,8 +43,6 @@ export interface Gateway {
   ready(): Promise<void>;
   close(): Promise<void>;
 }
-
-const REQUEST_ID = /^[A-Za-z0-9._:@-]{1,128}$/;
 
 /**
  * The API on port 8000: Elysia routes in front of PostgREST / the embedded engine. Runtime
@@ -113,19 +106,19 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     )
     .catch((error: unknown) => log({ event: "revocation_listen_failed", error: error instanceof Error ? error.message : String(error) }));
   const cache: ResponseCache = redis ? new RedisResponseCache(redis) : new MemoryResponseCache();
-  const limiter: RateLimiter = redis ? new FallbackRateLimiter(new RedisRateLimiter(redis), redis) : new MemoryRateLimiter();
+  const limits = createRateLimits(config.rateLimit, redis);
   const admission = new Admission(config.admission.signInConcurrency, config.admission.signInQueue, config.admission.signInQueueTimeoutMs);
   // The engine's schema cache when it runs here; the same introspection of the gateway's own otherwise.
   const ownSchema = options.upstream.schema ? undefined : new OwnSchemaSnapshots(sql, config.schemas, config.anonRole, log);
   const catalog = new FunctionCatalog(options.upstream.schema ?? ownSchema!);
   const startedUp = Promise.all([ownSchema?.start(), redis && firstConnection(redis)]).then(() => {});
-  const rpc = new RpcHandler({ config, jwt, sessions, upstream, cache, limiter, admission, catalog, log });
-  const cors = new Cors(config.corsOrigins);
-  const oidc = new OidcRoutes({ oidc: config.oidc, rateLimit: config.rateLimit, limiter, sql, redis, log });
-  const notesOf = new WeakMap<Request, RequestNotes>();
+  const rpc = new RpcHandler({ config, jwt, sessions, upstream, cache, limits, admission, catalog, log });
+  const oidc = new OidcRoutes({ oidc: config.oidc, perAddress: limits.perAddress, sql, redis, log });
+  const context = requestContext({ cors: new Cors(config.corsOrigins), trustProxy: config.trustProxy, logRequests: config.logRequests, log });
 
   const app = new Elysia()
     // First: Elysia applies a hook only to the routes registered after it.
+    .use(context.plugin)
     .onError(({ code, error, request }) => {
       if (code === "NOT_FOUND") return gatewayErrors.notFound(new URL(request.url).pathname).toResponse();
       return errorResponse(error, log);
@@ -149,47 +142,22 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
       return Response.json(buildOpenApi(catalog.all(), { defaultSchema: config.schemas[0]!, version: options.version ?? "0.1.0" }));
     })
     .get(`${DOCS_ASSET_PREFIX}:file`, ({ params, request }) => docsAsset(params.file) ?? gatewayErrors.notFound(new URL(request.url).pathname).toResponse())
-    .get("/auth/authorize", ({ request }) => oidc.authorize(request, notesOf.get(request)?.clientIp?.()))
+    .get("/auth/authorize", ({ request, notes }) => oidc.authorize(request, notes.clientIp()))
     .get("/auth/callback", ({ request }) => oidc.callback(request))
     // The target is resolved from the raw path by rpc.handle (resolve.ts), not from Elysia's params.
-    .all("/rpc/:fn", ({ request }) => rpc.handle(request, notesOf.get(request) ?? {}), { parse: "none" })
-    .all("/:relation", ({ request }) => rpc.handle(request, notesOf.get(request) ?? {}), { parse: "none" });
+    .all("/rpc/:fn", ({ request, notes }) => rpc.handle(request, notes), { parse: "none" })
+    .all("/:relation", ({ request, notes }) => rpc.handle(request, notes), { parse: "none" })
+    // Every other path: answered inside the request context (id, headers, log line), unlike NOT_FOUND.
+    .all("/*", ({ request }) => gatewayErrors.notFound(new URL(request.url).pathname).toResponse(), { parse: "none" });
 
-  async function handle(incomingRequest: Request, info: RequestInfo = {}): Promise<Response> {
-    const started = performance.now();
-    const request = withRoutableUrl(incomingRequest);
-    const incoming = request.headers.get("x-request-id");
-    const requestId = incoming && REQUEST_ID.test(incoming) ? incoming : crypto.randomUUID();
-    const notes: RequestNotes = { clientIp: () => clientIp(request, info, config.trustProxy), requestId };
-    notesOf.set(request, notes);
-
-    // Route errors are answered by onError; this catch is for Elysia's own failures.
-    let response = cors.preflight(request) ?? (await app.handle(request).catch((error: unknown) => errorResponse(error, log)));
-    try {
-      response.headers.set("X-Request-Id", requestId);
-    } catch {
-      // Responses built by fetch have immutable headers.
-      response = new Response(response.body, response);
-      response.headers.set("X-Request-Id", requestId);
-    }
-    securityHeaders(response.headers);
-    cors.decorate(request, response.headers);
-
-    if (config.logRequests) {
-      const path = request.url.slice(request.url.indexOf("/", 8)).split("?")[0];
-      const ip = notes.clientIp?.();
-      log({
-        event: "request",
-        method: request.method,
-        path,
-        status: response.status,
-        duration_ms: Math.round((performance.now() - started) * 100) / 100,
-        request_id: requestId,
-        ...(notes.cache ? { cache: notes.cache } : {}),
-        ...(ip ? { client_ip: ip } : {}),
-      });
-    }
-    return response;
+  async function handle(request: Request, info: RequestInfo = {}): Promise<Response> {
+    const routable = context.enter(withRoutableUrl(request), info);
+    // Route errors are answered by onError inside the context; this catch is for Elysia's own failures.
+    return app.handle(routable).catch((error: unknown) => {
+      const response = errorResponse(error, log);
+      securityHeaders(response.headers);
+      return response;
+    });
   }
 
   return {
@@ -213,15 +181,6 @@ function withRoutableUrl(request: Request): Request {
   const pathStart = url.indexOf("/", url.indexOf("//") + 2);
   if (pathStart >= 11 || pathStart === -1) return request;
   return new Request(`http://gateway.internal${url.slice(pathStart)}`, request);
-}
-
-function clientIp(request: Request, info: RequestInfo, trustProxy: boolean): string | undefined {
-  if (trustProxy) {
-    // The last entry is the one our proxy appended; earlier ones are whatever the client sent.
-    const forwarded = request.headers.get("x-forwarded-for")?.split(",").at(-1)?.trim();
-    if (forwarded) return forwarded;
-  }
-  return info.clientIp?.();
 }
 
 function fromUpstreamError(status: number, error: { code?: string; message?: string; details?: string | null; hint?: string | null } | null): ApiError {

@@ -1,5 +1,16 @@
 import { createHash } from "node:crypto";
+import { LRUCache } from "lru-cache";
+import type { RedisKey, Result } from "ioredis";
 import type { RedisLink } from "./redis";
+
+declare module "ioredis" {
+  interface RedisCommander<Context> {
+    /** STORE_SCRIPT: keys entry, tags…, versions…; argv entry, ttl ms, tag count, versions…. */
+    responseCacheStore(numKeys: number, ...keysAndArgs: RedisKey[]): Result<number, Context>;
+    /** EVICT_SCRIPT: keys tag set, tag version. */
+    responseCacheEvict(tagKey: RedisKey, versionKey: RedisKey): Result<number, Context>;
+  }
+}
 
 /** A cached upstream answer: status, the headers worth replaying, body. */
 export interface CachedResponse {
@@ -78,6 +89,9 @@ export class RedisResponseCache implements ResponseCache {
   private readonly pending = new Set<string>();
 
   constructor(private readonly redis: RedisLink) {
+    // Sent as EVALSHA (ioredis loads a script once per connection, on NOSCRIPT), not whole each call.
+    redis.client.defineCommand("responseCacheStore", { lua: STORE_SCRIPT });
+    redis.client.defineCommand("responseCacheEvict", { lua: EVICT_SCRIPT, numberOfKeys: 2 });
     redis.client.on("ready", () => {
       if (this.pending.size === 0) return;
       const tags = [...this.pending];
@@ -101,56 +115,78 @@ export class RedisResponseCache implements ResponseCache {
 
   async store(key: string, tags: string[], versions: string[], value: CachedResponse, ttlMs: number): Promise<void> {
     const keys = [entryKey(key), ...tags.map(tagKey), ...tags.map(versionKey)];
-    await this.redis.client.eval(STORE_SCRIPT, keys.length, ...keys, encodeEntry(value), String(ttlMs), String(tags.length), ...versions);
+    await this.redis.client.responseCacheStore(keys.length, ...keys, encodeEntry(value), String(ttlMs), String(tags.length), ...versions);
   }
 
   async evict(tags: string[]): Promise<void> {
     if (tags.length === 0) return;
     try {
       if (!this.redis.ready()) throw new Error("redis not ready");
-      await Promise.all(tags.map((tag) => this.redis.client.eval(EVICT_SCRIPT, 2, tagKey(tag), versionKey(tag))));
+      await Promise.all(tags.map((tag) => this.redis.client.responseCacheEvict(tagKey(tag), versionKey(tag))));
     } catch {
       for (const tag of tags) this.pending.add(tag);
     }
   }
 }
 
-/** The cache without Redis (`bun run dev` where redis-server is missing): this process only. */
-export class MemoryResponseCache implements ResponseCache {
-  private readonly entries = new Map<string, { value: CachedResponse; until: number }>();
-  private readonly tagged = new Map<string, Set<string>>();
-  private readonly versions = new Map<string, number>();
+interface MemoryEntry {
+  value: CachedResponse;
+  /** The entry's tags and their versions when it was stored: it is a hit only while they hold. */
+  tags: string[];
+  versions: string[];
+}
 
-  constructor(private readonly maxEntries = 10_000) {}
+/**
+ * The cache without Redis (`bun run dev` where redis-server is missing): this process only,
+ * bounded in entries and bytes, least recently used first out. Eviction needs no tag → keys
+ * index: an entry is a hit only while its tags' versions are those it was stored with.
+ */
+export class MemoryResponseCache implements ResponseCache {
+  private readonly entries: LRUCache<string, MemoryEntry>;
+  /** tag → version. Versions come from one counter, so none is ever handed out twice. */
+  private readonly versions: LRUCache<string, number>;
+  private clock = 0;
+  /**
+   * What a tag without a version reads as. Raised to the counter when a version is dropped for
+   * room, so a dropped tag never reads as a version a read may have seen before its eviction.
+   */
+  private floor = 0;
+
+  constructor(limits: { maxEntries?: number; maxBytes?: number; maxTags?: number } = {}) {
+    this.entries = new LRUCache<string, MemoryEntry>({
+      max: limits.maxEntries ?? 10_000,
+      maxSize: limits.maxBytes ?? 64 * 1024 * 1024,
+      sizeCalculation: (entry) => entry.value.body.length + 64,
+    });
+    this.versions = new LRUCache<string, number>({
+      max: limits.maxTags ?? 10_000,
+      dispose: (_version, _tag, reason) => {
+        if (reason === "evict") this.floor = this.clock;
+      },
+    });
+  }
 
   available() {
     return true;
   }
 
+  private versionOf(tag: string): string {
+    return String(this.versions.get(tag) ?? this.floor);
+  }
+
   async lookup(key: string, tags: string[]): Promise<CacheLookup> {
     const entry = this.entries.get(key);
-    let hit: CachedResponse | undefined;
-    if (entry && entry.until > Date.now()) hit = entry.value;
-    else if (entry) this.entries.delete(key);
-    return { hit, versions: tags.map((t) => String(this.versions.get(t) ?? 0)) };
+    const hit = entry && entry.tags.every((t, i) => this.versionOf(t) === entry.versions[i]) ? entry.value : undefined;
+    return { hit, versions: tags.map((t) => this.versionOf(t)) };
   }
 
   async store(key: string, tags: string[], versions: string[], value: CachedResponse, ttlMs: number): Promise<void> {
-    if (tags.some((t, i) => String(this.versions.get(t) ?? 0) !== versions[i])) return;
-    if (this.entries.size >= this.maxEntries) this.entries.clear();
-    this.entries.set(key, { value, until: Date.now() + ttlMs });
-    for (const tag of tags) {
-      let keys = this.tagged.get(tag);
-      if (!keys) this.tagged.set(tag, (keys = new Set()));
-      keys.add(key);
-    }
+    // lru-cache reads a ttl of 0 as "forever".
+    if (ttlMs <= 0 || tags.some((t, i) => this.versionOf(t) !== versions[i])) return;
+    this.entries.set(key, { value, tags, versions }, { ttl: ttlMs });
   }
 
   async evict(tags: string[]): Promise<void> {
-    for (const tag of tags) {
-      for (const key of this.tagged.get(tag) ?? []) this.entries.delete(key);
-      this.tagged.delete(tag);
-      this.versions.set(tag, (this.versions.get(tag) ?? 0) + 1);
-    }
+    for (const tag of tags) this.versions.set(tag, ++this.clock);
   }
 }

@@ -2,7 +2,12 @@ const ALLOWED_METHODS = "GET, POST, HEAD, OPTIONS";
 const ALLOWED_HEADERS = "Authorization, Content-Type, Accept, Prefer, Accept-Profile, Content-Profile, Range, Range-Unit, X-Request-Id";
 const EXPOSED_HEADERS = "X-Request-Id, X-Cache, Content-Range, Retry-After, WWW-Authenticate, Preference-Applied";
 
-/** CORS for browser clients of the allowed origins (`*` allows any; no cookies are used). */
+const isPreflight = (request: Request) => request.method === "OPTIONS" && request.headers.has("access-control-request-method");
+
+/**
+ * CORS for browser clients of the allowed origins (`*` allows any; no cookies are used, so no
+ * credentials). Not @elysiajs/cors: see docs/decisions/0005-gateway-libraries.md.
+ */
 export class Cors {
   private readonly any: boolean;
   private readonly origins: Set<string>;
@@ -20,7 +25,7 @@ export class Cors {
 
   /** The answer to a preflight request, or undefined when `request` is not one. */
   preflight(request: Request): Response | undefined {
-    if (request.method !== "OPTIONS" || !request.headers.has("access-control-request-method")) return undefined;
+    if (!isPreflight(request)) return undefined;
     const headers = new Headers({ Vary: "Origin" });
     const allowed = this.allowedOrigin(request.headers.get("origin"));
     if (allowed) {
@@ -32,7 +37,9 @@ export class Cors {
     return new Response(null, { status: 204, headers });
   }
 
+  /** The CORS headers of an answer (a preflight's own answer has them already). */
   decorate(request: Request, headers: Headers) {
+    if (isPreflight(request)) return;
     const allowed = this.allowedOrigin(request.headers.get("origin"));
     if (!allowed) return;
     headers.set("Access-Control-Allow-Origin", allowed);

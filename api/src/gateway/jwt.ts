@@ -1,4 +1,5 @@
 import { compactVerify, decodeProtectedHeader, SignJWT } from "jose";
+import { LRUCache } from "lru-cache";
 import { jwtVerifications } from "../engine/jwt";
 import { gatewayError, type ApiError } from "./errors";
 
@@ -25,7 +26,9 @@ export interface VerifiedToken {
 
 /** PostgREST tolerates this much clock difference on exp, nbf and iat. */
 const CLOCK_SKEW_SECONDS = 30;
-const HMAC_ALGORITHMS = ["HS256", "HS384", "HS512"];
+const HMAC_ALGORITHMS = ["HS256", "HS384", "HS512"] as const;
+type HmacAlgorithm = (typeof HMAC_ALGORITHMS)[number];
+const isHmac = (alg: unknown): alg is HmacAlgorithm => HMAC_ALGORITHMS.includes(alg as HmacAlgorithm);
 const VERIFIED_CACHE_MAX = 20_000;
 
 function jwtError(code: "PGRST301" | "PGRST303", message: string, details: string | null = null): ApiError {
@@ -45,17 +48,25 @@ const decoder = new TextDecoder();
  */
 export class JwtService {
   private readonly key: Uint8Array;
-  /** Imported once per algorithm: importing the raw secret on every verification costs more than the HMAC. */
-  private readonly cryptoKeys = new Map<string, Promise<CryptoKey>>();
-  /** token → claims, for tokens already verified; bounded, and re-checked for expiry on each hit. */
-  private readonly verified = new Map<string, AccessClaims>();
+  /**
+   * Imported once per algorithm: importing the raw secret on every verification costs more than
+   * the HMAC. At most one per HMAC algorithm (no other reaches cryptoKey).
+   */
+  private readonly cryptoKeys: Partial<Record<HmacAlgorithm, Promise<CryptoKey>>> = {};
+  /**
+   * token → claims, for tokens already verified; least recently used out, each kept until its
+   * exp (no longer), and re-checked for expiry on each hit so the answer is PostgREST's "JWT expired".
+   */
+  private readonly verified: LRUCache<string, AccessClaims>;
 
   constructor(
     secret: string,
     private readonly audience: string | undefined,
     private readonly accessTtlSeconds: number,
+    verifiedCacheMax = VERIFIED_CACHE_MAX,
   ) {
     this.key = new TextEncoder().encode(secret);
+    this.verified = new LRUCache({ max: verifiedCacheMax });
   }
 
   /**
@@ -90,12 +101,12 @@ export class JwtService {
     if (alg === "none") {
       throw jwtError("PGRST301", "Wrong or unsupported encoding algorithm", "JWT is unsecured but expected 'alg' was not 'none'");
     }
-    if (typeof alg !== "string" || !HMAC_ALGORITHMS.includes(alg)) {
+    if (!isHmac(alg)) {
       throw jwtError("PGRST301", "No suitable key or wrong key type", "None of the keys was able to decode the JWT");
     }
     let payload: Uint8Array;
     try {
-      ({ payload } = await compactVerify(token, await this.cryptoKey(alg), { algorithms: HMAC_ALGORITHMS }));
+      ({ payload } = await compactVerify(token, await this.cryptoKey(alg), { algorithms: [...HMAC_ALGORITHMS] }));
     } catch {
       throw jwtError("PGRST301", "No suitable key or wrong key type", "None of the keys was able to decode the JWT");
     }
@@ -112,8 +123,9 @@ export class JwtService {
     this.checkClaimTypes(typed);
     this.checkTimes(typed, now);
     this.checkAudience(typed);
-    if (this.verified.size >= VERIFIED_CACHE_MAX) this.verified.clear();
-    this.verified.set(token, typed);
+    // Kept until the token expires (plus the tolerated skew); a token without exp, until pushed out.
+    const ttl = typeof typed.exp === "number" ? (typed.exp + CLOCK_SKEW_SECONDS - now) * 1000 : 0;
+    this.verified.set(token, typed, { ttl });
     return typed;
   }
 
@@ -124,14 +136,8 @@ export class JwtService {
     return cached;
   }
 
-  private cryptoKey(alg: string): Promise<CryptoKey> {
-    let key = this.cryptoKeys.get(alg);
-    if (!key) {
-      const hash = `SHA-${alg.slice(2)}`;
-      key = crypto.subtle.importKey("raw", this.key as Uint8Array<ArrayBuffer>, { name: "HMAC", hash }, false, ["sign", "verify"]);
-      this.cryptoKeys.set(alg, key);
-    }
-    return key;
+  private cryptoKey(alg: HmacAlgorithm): Promise<CryptoKey> {
+    return (this.cryptoKeys[alg] ??= crypto.subtle.importKey("raw", this.key as Uint8Array<ArrayBuffer>, { name: "HMAC", hash: `SHA-${alg.slice(2)}` }, false, ["sign", "verify"]));
   }
 
   private checkClaimTypes(claims: AccessClaims) {

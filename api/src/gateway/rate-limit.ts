@@ -1,130 +1,67 @@
+import { RateLimiterMemory, RateLimiterRedis, RateLimiterRes, type RateLimiterAbstract } from "rate-limiter-flexible";
+import type { ApiConfig } from "../config";
+import { gatewayErrors } from "./errors";
 import type { RedisLink } from "./redis";
 
-export interface LimitDecision {
-  allowed: boolean;
-  /** Seconds until one more attempt would be allowed (when not allowed). */
-  retryAfter: number;
+/**
+ * One budget of attempts per key and window (rate-limiter-flexible's fixed window, opened by a
+ * key's first attempt). A spent budget is refused with AA401 and a Retry-After until that
+ * window closes; attempts made meanwhile do not move its end, so hammering cannot extend it.
+ */
+export interface Limit {
+  /** Counts one attempt; refuses it (AA401, thrown) when the budget is already spent. */
+  consume(key: string): Promise<void>;
+  /** Refuses (AA401, thrown) when the budget is spent, without counting (sign-in counts failures only). */
+  check(key: string): Promise<void>;
+  /** Counts one attempt without checking (a failed sign-in, after the fact). */
+  record(key: string): Promise<void>;
+}
+
+export interface RateLimits {
+  /** RATE_LIMIT_IP_*: sign_in and sign_up together, per client address; /auth/authorize on its own key. */
+  perAddress: Limit;
+  /** RATE_LIMIT_EMAIL_*: per account and client address. */
+  perAccount: Limit;
 }
 
 /**
- * Sliding-window counters (the current fixed window plus the previous one, weighted by how
- * much of it still overlaps): smooth like a log of attempts, two integers per key. Blocked
- * attempts are not counted, so an attacker cannot extend a lockout by hammering: once they
- * stop, the account is usable again within one window.
+ * The limits in Redis, shared by every instance; while Redis is away (or without one) in this
+ * process, so they then hold per instance. The in-process limiter is rate-limiter-flexible's
+ * insurance: it answers at once whenever Redis is not ready or a command fails.
  */
-export interface RateLimiter {
-  /** Checks the limit and, when allowed and `consume`, counts one attempt. */
-  attempt(key: string, max: number, windowSeconds: number, consume: boolean): Promise<LimitDecision>;
-  /** Counts one attempt without checking (e.g. a failed sign-in, counted after the fact). */
-  record(key: string, windowSeconds: number): Promise<void>;
+export function createRateLimits(config: ApiConfig["rateLimit"], redis: RedisLink | undefined): RateLimits {
+  return {
+    perAddress: limit("address", config.ipMax, config.ipWindowSeconds, "client address", redis),
+    perAccount: limit("account", config.emailMax, config.emailWindowSeconds, "account and client address", redis),
+  };
 }
 
-function decide(current: number, previous: number, max: number, windowMs: number, elapsedMs: number): LimitDecision {
-  const weighted = current + (previous * (windowMs - elapsedMs)) / windowMs;
-  if (weighted < max) return { allowed: true, retryAfter: 0 };
-  let waitMs: number;
-  if (current < max && previous > 0) {
-    // Still in this window: wait until the previous window's weight has decayed enough.
-    waitMs = windowMs - elapsedMs - ((max - current) * windowMs) / previous;
-  } else {
-    // Into the next window, where this window's count becomes the decaying one.
-    waitMs = windowMs - elapsedMs + Math.max(0, windowMs * (1 - max / Math.max(current, 1)));
-  }
-  return { allowed: false, retryAfter: Math.max(1, Math.ceil(waitMs / 1000)) };
-}
+const DISABLED: Limit = { consume: async () => {}, check: async () => {}, record: async () => {} };
 
-// KEYS[1] = key prefix. ARGV: max, window ms, consume (0/1). Uses the server's clock so
-// every gateway instance agrees on the window.
-const ATTEMPT_SCRIPT = `
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local window = tonumber(ARGV[2])
-local index = math.floor(now / window)
-local currentKey = KEYS[1] .. ':' .. index
-local current = tonumber(redis.call('GET', currentKey) or '0')
-local previous = tonumber(redis.call('GET', KEYS[1] .. ':' .. (index - 1)) or '0')
-local elapsed = now - index * window
-local weighted = current + previous * (window - elapsed) / window
-if weighted < tonumber(ARGV[1]) and ARGV[3] == '1' then
-  current = redis.call('INCR', currentKey)
-  redis.call('PEXPIRE', currentKey, window * 2)
-  current = current - 1
-end
-return { current, previous, elapsed }`;
-
-const RECORD_SCRIPT = `
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local window = tonumber(ARGV[1])
-local currentKey = KEYS[1] .. ':' .. math.floor(now / window)
-redis.call('INCR', currentKey)
-redis.call('PEXPIRE', currentKey, window * 2)
-return 1`;
-
-export class RedisRateLimiter implements RateLimiter {
-  constructor(private readonly redis: RedisLink) {}
-
-  async attempt(key: string, max: number, windowSeconds: number, consume: boolean): Promise<LimitDecision> {
-    const windowMs = windowSeconds * 1000;
-    const [current, previous, elapsed] = (await this.redis.client.eval(ATTEMPT_SCRIPT, 1, `rl:${key}`, String(max), String(windowMs), consume ? "1" : "0")) as number[];
-    return decide(current!, previous!, max, windowMs, elapsed!);
-  }
-
-  async record(key: string, windowSeconds: number): Promise<void> {
-    await this.redis.client.eval(RECORD_SCRIPT, 1, `rl:${key}`, String(windowSeconds * 1000));
-  }
-}
-
-/** Same algorithm in this process: without Redis, or while it is away (limits then apply per instance). */
-export class MemoryRateLimiter implements RateLimiter {
-  private readonly counts = new Map<string, number>();
-
-  async attempt(key: string, max: number, windowSeconds: number, consume: boolean): Promise<LimitDecision> {
-    const windowMs = windowSeconds * 1000;
-    const now = Date.now();
-    const index = Math.floor(now / windowMs);
-    const current = this.counts.get(`${key}:${index}`) ?? 0;
-    const previous = this.counts.get(`${key}:${index - 1}`) ?? 0;
-    const decision = decide(current, previous, max, windowMs, now - index * windowMs);
-    if (decision.allowed && consume) this.bump(`${key}:${index}`, windowMs);
-    return decision;
-  }
-
-  async record(key: string, windowSeconds: number): Promise<void> {
-    const windowMs = windowSeconds * 1000;
-    this.bump(`${key}:${Math.floor(Date.now() / windowMs)}`, windowMs);
-  }
-
-  private bump(counter: string, windowMs: number) {
-    const existing = this.counts.get(counter);
-    this.counts.set(counter, (existing ?? 0) + 1);
-    if (existing === undefined) setTimeout(() => this.counts.delete(counter), windowMs * 2).unref?.();
-  }
-}
-
-/** Redis when it answers, this process's counters when it does not. */
-export class FallbackRateLimiter implements RateLimiter {
-  constructor(
-    private readonly primary: RedisRateLimiter,
-    private readonly redis: RedisLink,
-    private readonly fallback = new MemoryRateLimiter(),
-  ) {}
-
-  async attempt(key: string, max: number, windowSeconds: number, consume: boolean): Promise<LimitDecision> {
-    if (this.redis.ready()) {
+function limit(name: string, points: number, duration: number, scope: string, redis: RedisLink | undefined): Limit {
+  if (points <= 0) return DISABLED;
+  // The window is part of the key: a counter opened under another window (an instance with other
+  // settings, or during a rolling change of them) would otherwise decide this one's expiry.
+  const keyPrefix = `rl:${name}:${duration}`;
+  const memory = new RateLimiterMemory({ keyPrefix, points, duration });
+  const limiter: RateLimiterAbstract = redis
+    ? new RateLimiterRedis({ storeClient: redis.client, keyPrefix, points, duration, insuranceLimiter: memory, rejectIfRedisNotReady: true })
+    : memory;
+  const refusal = (msBeforeNext: number) => gatewayErrors.rateLimited(Math.max(1, Math.ceil(msBeforeNext / 1000)), scope);
+  return {
+    async consume(key) {
       try {
-        return await this.primary.attempt(key, max, windowSeconds, consume);
-      } catch {}
-    }
-    return this.fallback.attempt(key, max, windowSeconds, consume);
-  }
-
-  async record(key: string, windowSeconds: number): Promise<void> {
-    if (this.redis.ready()) {
-      try {
-        return await this.primary.record(key, windowSeconds);
-      } catch {}
-    }
-    return this.fallback.record(key, windowSeconds);
-  }
+        await limiter.consume(key);
+      } catch (rejection) {
+        throw rejection instanceof RateLimiterRes ? refusal(rejection.msBeforeNext) : rejection;
+      }
+    },
+    async check(key) {
+      const state = await limiter.get(key);
+      if (state && state.consumedPoints >= points) throw refusal(state.msBeforeNext);
+    },
+    async record(key) {
+      await limiter.penalty(key);
+    },
+  };
 }

@@ -8,19 +8,11 @@ import { rawPath, resolveSchema, resolveTarget } from "./resolve";
 import { gatewayErrors } from "./errors";
 import type { JwtService, SessionAssurance, VerifiedToken } from "./jwt";
 import QRCode from "qrcode";
-import type { RateLimiter } from "./rate-limit";
+import type { RateLimits } from "./rate-limit";
+import type { RequestNotes } from "./request-context";
 import type { SessionGuard } from "./sessions";
 import { checkNewPassword } from "./password-policy";
 import { toResponse, UpstreamFailure, type Upstream, type UpstreamRequest, type UpstreamResponse } from "./upstream";
-
-/** What the request envelope learns while handling one request (for the log line). */
-export interface RequestNotes {
-  cache?: "HIT" | "MISS" | "BYPASS";
-  /** The caller's address (computed on demand). */
-  clientIp?: () => string | undefined;
-  /** The id this request is answered with (X-Request-Id), sent upstream so the database records it. */
-  requestId?: string;
-}
 
 export interface RpcDeps {
   config: ApiConfig;
@@ -28,7 +20,7 @@ export interface RpcDeps {
   sessions: SessionGuard;
   upstream: Upstream;
   cache: ResponseCache;
-  limiter: RateLimiter;
+  limits: RateLimits;
   admission: Admission;
   catalog: FunctionCatalog;
   log: (event: Record<string, unknown>) => void;
@@ -86,7 +78,7 @@ export class RpcHandler {
     const schema = resolveSchema(request.headers, method, this.deps.config.schemas);
     let caller = this.authenticate(request);
     if (caller instanceof Promise) caller = await caller;
-    const clientAddress = notes.clientIp?.();
+    const clientAddress = notes.clientIp();
     const requestId = notes.requestId;
     // The token as verified here travels with every upstream call (see UpstreamFetch).
     const verified = caller;
@@ -225,17 +217,12 @@ export class RpcHandler {
 
   /** Rate limits, then a free hashing slot; a release function for the slot. */
   private async admitSignIn(fn: string, args: unknown, clientAddress: string | undefined): Promise<() => void> {
-    const { rateLimit } = this.deps.config;
-    const limiter = this.deps.limiter;
-    if (rateLimit.ipMax > 0 && clientAddress) {
-      const decision = await limiter.attempt(`ip:${clientAddress}`, rateLimit.ipMax, rateLimit.ipWindowSeconds, true);
-      if (!decision.allowed) throw gatewayErrors.rateLimited(decision.retryAfter, "client address");
-    }
+    const { limits } = this.deps;
+    if (clientAddress) await limits.perAddress.consume(clientAddress);
     const key = accountKey(fn, args, clientAddress);
-    if (rateLimit.emailMax > 0 && key) {
+    if (key) {
       // sign_in counts failures only (afterAuthCall); sign_up counts every attempt.
-      const decision = await limiter.attempt(key, rateLimit.emailMax, rateLimit.emailWindowSeconds, fn === "sign_up");
-      if (!decision.allowed) throw gatewayErrors.rateLimited(decision.retryAfter, "account and client address");
+      await (fn === "sign_up" ? limits.perAccount.consume(key) : limits.perAccount.check(key));
     }
     const release = await this.deps.admission.acquire();
     if (!release) throw gatewayErrors.overloaded(1);
@@ -248,9 +235,7 @@ export class RpcHandler {
     switch (fn) {
       case "sign_in": {
         const key = accountKey(fn, args, clientAddress);
-        if (response.status === 401 && key && this.deps.config.rateLimit.emailMax > 0) {
-          await this.deps.limiter.record(key, this.deps.config.rateLimit.emailWindowSeconds);
-        }
+        if (response.status === 401 && key) await this.deps.limits.perAccount.record(key);
         return ok ? this.tokenResponse(response) : undefined;
       }
       case "exchange_auth_code":
@@ -381,7 +366,7 @@ function replay(hit: CachedResponse): Response {
 function accountKey(fn: string, args: unknown, clientAddress: string | undefined): string | undefined {
   const email = args !== null && typeof args === "object" ? (args as { email?: unknown }).email : undefined;
   if (typeof email !== "string") return undefined;
-  return `email:${fn}:${email.normalize("NFC").trim().toLowerCase().slice(0, 254)}|${clientAddress ?? ""}`;
+  return `${fn}:${email.normalize("NFC").trim().toLowerCase().slice(0, 254)}|${clientAddress ?? ""}`;
 }
 
 /**

@@ -1,3 +1,4 @@
+import { LRUCache } from "lru-cache";
 import type { RedisLink } from "./redis";
 
 export const REVOCATION_CHANNEL = "autoaudit:sessions:revoked";
@@ -16,6 +17,8 @@ export interface SessionGuardOptions {
   redisActiveTtlSeconds: number;
   /** Revoked markers must outlive every access token of the session. */
   revokedTtlSeconds: number;
+  /** How many sessions this process remembers as active, and as revoked (default 50 000 each). */
+  localMax?: number;
   log?: (event: Record<string, unknown>) => void;
 }
 
@@ -30,8 +33,13 @@ export interface SessionGuardOptions {
  * answer is only ever reused for the same user (`sub`) it was given for.
  */
 export class SessionGuard {
-  private readonly active = new Map<string, { sub: string; until: number }>(); // sid → whose, trusted until (ms)
-  private readonly revoked = new Map<string, number>(); // sid → remember until (ms)
+  /** sid → whose session, trusted for localTtlMs. */
+  private readonly active: LRUCache<string, string>;
+  /**
+   * Revoked sids (and sid:sub pairs), each for revokedTtlSeconds. Dropping one for room is safe:
+   * Redis or the database is asked again, and says revoked.
+   */
+  private readonly revoked: LRUCache<string, true>;
   private readonly inflight = new Map<string, Promise<boolean>>();
   /** Revocations Redis missed while it was away, written when it returns. */
   private readonly pending = new Set<string>();
@@ -44,6 +52,9 @@ export class SessionGuard {
     private readonly askDatabase: (token: string) => Promise<boolean>,
     private readonly options: SessionGuardOptions,
   ) {
+    const max = options.localMax ?? LOCAL_MAX;
+    this.active = new LRUCache({ max, ttl: Math.max(0, options.localTtlMs) });
+    this.revoked = new LRUCache({ max, ttl: options.revokedTtlSeconds * 1000 });
     redis?.subscribe(REVOCATION_CHANNEL, (message) => {
       for (const sid of message.split(",")) if (sid) this.rememberRevoked(sid);
     });
@@ -56,15 +67,8 @@ export class SessionGuard {
 
   /** A plain answer when this process knows it (the common case), else the lookup. */
   isActive(sid: string, sub: string, token: string): boolean | Promise<boolean> {
-    const now = Date.now();
-    for (const name of [sid, pairKey(sid, sub)]) {
-      const revokedUntil = this.revoked.get(name);
-      if (revokedUntil === undefined) continue;
-      if (revokedUntil > now) return false;
-      this.revoked.delete(name);
-    }
-    const trusted = this.active.get(sid);
-    if (trusted !== undefined && trusted.until > now && trusted.sub === sub) return true;
+    if (this.revoked.has(sid) || this.revoked.has(pairKey(sid, sub))) return false;
+    if (this.active.get(sid) === sub) return true;
     const flight = pairKey(sid, sub);
     let lookup = this.inflight.get(flight);
     if (!lookup) {
@@ -169,13 +173,11 @@ export class SessionGuard {
 
   private trust(sid: string, sub: string) {
     if (this.options.localTtlMs <= 0) return;
-    if (this.active.size >= LOCAL_MAX) this.active.clear();
-    this.active.set(sid, { sub, until: Date.now() + this.options.localTtlMs });
+    this.active.set(sid, sub);
   }
 
   private rememberRevoked(sid: string) {
     this.active.delete(sid);
-    if (this.revoked.size >= LOCAL_MAX) this.revoked.clear();
-    this.revoked.set(sid, Date.now() + this.options.revokedTtlSeconds * 1000);
+    this.revoked.set(sid, true);
   }
 }

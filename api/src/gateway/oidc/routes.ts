@@ -1,8 +1,7 @@
 import * as client from "openid-client";
 import postgres from "postgres";
-import type { ApiConfig } from "../../config";
 import { gatewayError, gatewayErrors, relayedError, type ApiError } from "../errors";
-import type { RateLimiter } from "../rate-limit";
+import type { Limit } from "../rate-limit";
 import type { RedisLink } from "../redis";
 import { isLoopback, type OidcConfig, type OidcProviderConfig } from "../../config/oidc";
 import { MemoryFlowStore, RedisFlowStore, type FlowStore } from "./flow-store";
@@ -32,8 +31,7 @@ export const oidcErrors = {
 interface Deps {
   oidc: OidcConfig;
   /** RATE_LIMIT_IP_*: each /auth/authorize keeps state for 10 minutes, so it is limited per client address. */
-  rateLimit: ApiConfig["rateLimit"];
-  limiter: RateLimiter;
+  perAddress: Limit;
   sql: postgres.Sql;
   redis?: RedisLink;
   log: (event: Record<string, unknown>) => void;
@@ -52,11 +50,7 @@ export class OidcRoutes {
   }
 
   async authorize(request: Request, clientIp?: string): Promise<Response> {
-    const { ipMax, ipWindowSeconds } = this.deps.rateLimit;
-    if (ipMax > 0 && clientIp) {
-      const decision = await this.deps.limiter.attempt(`ip:oidc:${clientIp}`, ipMax, ipWindowSeconds, true);
-      if (!decision.allowed) throw gatewayErrors.rateLimited(decision.retryAfter, "client address");
-    }
+    if (clientIp) await this.deps.perAddress.consume(`oidc:${clientIp}`);
     const params = new URL(request.url).searchParams;
     const provider = this.provider(params.get("provider"));
     const redirectTo = allowedRedirect(params.get("redirect_to"), this.deps.oidc.redirectAllowlist);
