@@ -42,7 +42,7 @@ export interface ApiConfig {
     /** sign_in + sign_up attempts per client IP per window; 0 disables. */
     ipMax: number;
     ipWindowSeconds: number;
-    /** Failed sign-ins per email per window (sliding); 0 disables. */
+    /** Failed sign-ins per email and client address per window (opened by the first attempt); 0 disables. */
     emailMax: number;
     emailWindowSeconds: number;
   };
@@ -112,7 +112,7 @@ export const ApiEnv = Type.Object({
   SESSION_REDIS_TTL_SECONDS: Var.integer({ default: 60, minimum: 1, maximum: 3600, unit: "seconds", description: "How long Redis keeps \"session active\" before the database is asked again." }),
   RATE_LIMIT_IP_MAX: Var.integer({ default: 60, minimum: 0, maximum: 1_000_000_000, description: "sign_in + sign_up attempts per client address per window; 0 disables." }),
   RATE_LIMIT_IP_WINDOW_SECONDS: Var.integer({ default: 60, minimum: 1, maximum: 86_400, unit: "seconds", description: "The window of RATE_LIMIT_IP_MAX." }),
-  RATE_LIMIT_EMAIL_MAX: Var.integer({ default: 10, minimum: 0, maximum: 1_000_000_000, description: "Failed sign-ins (and sign-up attempts) per email per sliding window; 0 disables." }),
+  RATE_LIMIT_EMAIL_MAX: Var.integer({ default: 10, minimum: 0, maximum: 1_000_000_000, description: "Failed sign-ins (and sign-up attempts) per email and client address per window (opened by the first attempt); 0 disables." }),
   RATE_LIMIT_EMAIL_WINDOW_SECONDS: Var.integer({ default: 300, minimum: 1, maximum: 86_400, unit: "seconds", description: "The window of RATE_LIMIT_EMAIL_MAX." }),
   SIGN_IN_CONCURRENCY: Var.optionalInteger({ minimum: 1, maximum: 1024, defaultText: "CPU cores (`bun run dev`: cores − 1)", description: "Concurrent bcrypt requests (sign_in, sign_up) let through to the database." }),
   SIGN_IN_QUEUE: Var.optionalInteger({ minimum: 0, maximum: 10_000, defaultText: "CPU cores", description: "How many more may wait for a slot; beyond that, 503." }),
