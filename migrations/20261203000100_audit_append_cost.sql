@@ -95,14 +95,10 @@ language plpgsql volatile security definer set search_path = '' as $$
 declare
   e audit.events;
   prev bytea;
+  head tid;
 begin
-  -- the chain's lock, until the commit this runs in ends
-  select h.hash into prev from audit.chain_heads h where h.chain = new.chain for update;
-  if not found then
-    insert into audit.chain_heads (chain) values (new.chain) on conflict do nothing;
-    select h.hash into prev from audit.chain_heads h where h.chain = new.chain for update;
-  end if;
-  e.id := nextval('audit.events_id_seq');
+  -- before the lock: what is done here is not done while other appends to the chain wait
+  delete from audit.pending p where p.n = new.n;
   e.chain := new.chain;
   e.at := new.at;
   e.actor := new.actor;
@@ -115,6 +111,13 @@ begin
   e.user_agent := new.user_agent;
   e.request_id := new.request_id;
   e.details := new.details;
+  -- the chain's lock, until the commit this runs in ends
+  select h.hash, h.ctid into prev, head from audit.chain_heads h where h.chain = new.chain for update;
+  if not found then
+    insert into audit.chain_heads (chain) values (new.chain) on conflict do nothing;
+    select h.hash, h.ctid into prev, head from audit.chain_heads h where h.chain = new.chain for update;
+  end if;
+  e.id := nextval('audit.events_id_seq');
   e.prev_hash := prev;
   -- audit.digest(prev, e), i.e. sha256(prev || audit.canonical(e))
   e.hash := extensions.digest(coalesce(prev, ''::bytea) || convert_to(jsonb_build_array(
@@ -122,8 +125,8 @@ begin
               e.action, e.tenant_id, e.user_id, e.target, e.client, e.user_agent, e.request_id, e.details)::text, 'UTF8'),
             'sha256');
   insert into audit.events select e.*;
-  update audit.chain_heads h set last_id = e.id, hash = e.hash where h.chain = new.chain;
-  delete from audit.pending p where p.n = new.n;
+  -- the row locked above (a locked row's ctid cannot change)
+  update audit.chain_heads h set last_id = e.id, hash = e.hash where h.ctid = head;
   return null;
 end
 $$;
