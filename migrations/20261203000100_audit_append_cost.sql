@@ -11,7 +11,10 @@
 --   take the next id, hash, insert into audit.events, update the head. The lock is held for
 --   the commit only. Ids follow commit order within a chain, as a verifier expects; a
 --   transaction's own events keep their order; a rolled-back transaction leaves nothing; an
---   event is visible (to its own transaction too) once its transaction has committed.
+--   event is visible (to its own transaction too) once its transaction has committed. (In
+--   REPEATABLE READ or SERIALIZABLE, a head that another commit moved after the snapshot now
+--   fails the commit with a serialization error, where it used to fail the recording action;
+--   every writer here runs READ COMMITTED, as PostgREST does.)
 -- * request.headers is parsed once per event instead of three times in each of
 --   auth.request_client, auth.request_user_agent and audit.request_header (SQL functions with
 --   SET search_path, which PostgreSQL neither inlines nor keeps planned across transactions).
