@@ -68,7 +68,8 @@ let modules: Promise<EngineModules> | undefined;
 function loadEngineModules(): Promise<EngineModules> {
   modules ??= (async () => {
     const indexPath = join(ENGINE_DIR, "index.ts");
-    const configPath = join(ENGINE_DIR, "config.ts");
+    // The engine's configuration lives with every process's in api/src/config/ (one typed module).
+    const configPath = join(ENGINE_DIR, "..", "config", "engine.ts");
     try {
       const index = (await import(indexPath)) as Partial<EngineModules>;
       const config = (await import(configPath)) as Partial<EngineModules>;
