@@ -246,6 +246,39 @@ try {
       await baseline("select api.issue_token($1) (role anon, read-write tx)", 64, (o) => issueTokenDirect(direct, tokens, o), "each call presents the token the previous call returned");
     }
 
+    // The audit trail's cost on the two hot writes (issue 21): the same scenarios with the trail
+    // recording and switched off (audit.switch.recording, a switch for this measurement only), in
+    // the order on, off, off, on so a shared machine's drift hits both alike. Fresh refresh chains
+    // are made in SQL for each run; the scans go to the load tenant, whose chain they share.
+    const auditRuns: { on: boolean; issue: ShotResult; scan: ShotResult }[] = [];
+    if (admin) {
+      const scanBody = JSON.stringify({
+        tenant_id: tenantId,
+        framework: "cis-m365",
+        findings: Array.from({ length: 20 }, (_, i) => ({ rule: `1.${Math.floor(i / 10)}.${i % 10}`, result: i % 3 ? "pass" : "fail", evidence: { note: "load" } })),
+      });
+      const submit: ShotRequest[] = [{ path: "/rpc/submit_scan", method: "POST", headers: bearer(sessions[0]!), body: scanBody }];
+      try {
+        for (const on of [true, false, false, true]) {
+          await admin`update audit.switch set recording = ${on}`;
+          const trail = on ? "audit trail on" : "audit trail off";
+          const tokens = await sqlSessions(admin, sessions[0]!.userId, 32);
+          const issueRun = await run({ ...shot(`POST /rpc/issue_token (rotation chains), ${trail}`, 16, []), rotation: { path: "/rpc/issue_token", tokens } });
+          const scanRun = await run(shot(`POST /rpc/submit_scan (20 findings, one tenant), ${trail}`, 16, submit));
+          auditRuns.push({ on, issue: issueRun, scan: scanRun });
+        }
+      } finally {
+        await admin`update audit.switch set recording = true`;
+      }
+    }
+    const auditRatio = (pick: (r: (typeof auditRuns)[number]) => ShotResult) => {
+      const mean = (on: boolean) => {
+        const runs = auditRuns.filter((r) => r.on === on).map(pick);
+        return runs.reduce((sum, r) => sum + r.okPerSec, 0) / runs.length;
+      };
+      return { on: mean(true), off: mean(false), ratio: mean(true) / mean(false) };
+    };
+
     // request_password_reset must not tell known addresses from unknown ones, by its answer or its
     // cost: the same load on each, medians side by side (issue 20).
     const resetRequests = (addresses: string[]): ShotRequest[] =>
@@ -304,6 +337,18 @@ try {
         measured: `p50 ${ms(resetKnown.p50)} vs ${ms(resetUnknown.p50)} ms, ${rate(resetKnown.okPerSec)} vs ${rate(resetUnknown.okPerSec)} 2xx/s, errors ${errorCount(resetKnown)} / ${errorCount(resetUnknown)}`,
         met: errorCount(resetKnown) === 0 && errorCount(resetUnknown) === 0,
       },
+      auditRuns.length
+        ? (() => {
+            const issueCost = auditRatio((r) => r.issue);
+            const scanCost = auditRatio((r) => r.scan);
+            const fewer = (c: { ratio: number }) => `${((1 - c.ratio) * 100).toFixed(0)} % fewer`;
+            return {
+              target: "audit trail on vs off @ 16: issue_token and submit_scan ≤ 15 % fewer req/s (issue 21)",
+              measured: `issue_token ${rate(issueCost.on)} vs ${rate(issueCost.off)} 2xx/s (${fewer(issueCost)}); submit_scan ${rate(scanCost.on)} vs ${rate(scanCost.off)} 2xx/s (${fewer(scanCost)}); means of 2 runs each`,
+              met: issueCost.ratio >= 0.85 && scanCost.ratio >= 0.85,
+            };
+          })()
+        : { target: "audit trail on vs off (issue 21)", measured: "no DATABASE_URL", met: undefined },
       { ...within3(issue, issueDirectRow), target: "issue_token through the API within 3× of direct SQL" },
       { ...within3(validate, validateDirectRow), target: "validate_token through the API within 3× of direct SQL" },
       uncached
