@@ -208,7 +208,7 @@ export async function gatewayGroup(ctx: GatewayBenchContext): Promise<BenchRow[]
   });
   return [
     row(engine),
-    row(viaGateway, viaGateway.rps / engine.rps, `÷ engine directly (${ROUNDS} alternating rounds), target ≥ 0.85 (overhead < 15 %)`),
+    row(viaGateway, viaGateway.rps / engine.rps, `÷ engine directly (${ROUNDS} alternating rounds); a retired target, reported only`),
     ...(uncached ? [row(uncached), row(cached, cached.rps / uncached.rps, "÷ uncached, target ≥ 5")] : [row(cached)]),
   ];
 }
@@ -268,7 +268,7 @@ if (import.meta.main) {
     for (const r of rows) console.log(`| ${r.name} | ${r.reqPerSec.toFixed(0)} | ${r.p50} | ${r.p99} | ${r.errors} |`);
     const overhead = 1 - by("me via gateway").reqPerSec / by("me on the engine directly").reqPerSec;
     const speedup = by("list_rules via gateway, cached").reqPerSec / by("list_rules via gateway, uncached").reqPerSec;
-    console.log(`\ngateway overhead on me: ${(overhead * 100).toFixed(1)} % of engine throughput (target < 15 %)`);
+    console.log(`\ngateway overhead on me: ${(overhead * 100).toFixed(1)} % of engine throughput (reported; the ratio target of issue 8 is retired)`);
     console.log(`cache speed-up on list_rules: ${speedup.toFixed(2)}× (target ≥ 5×)`);
   } finally {
     for (const server of servers) await server.stop();

