@@ -1,12 +1,12 @@
 // The configuration module (api/src/config/): every process's environment, read through one
 // schema each; every problem named at once, secrets never repeated, defaults applied.
 import { describe, expect, test } from "bun:test";
-import { createServer } from "node:net";
 import {
   ConfigError, engineConfigFromEnv, loadAccountSettings, loadAuditPruneConfig, loadConfig, loadDevConfig, loadMailerConfig,
   loadWorkerConfig, type Env,
 } from "../../api/src/config";
 import { createEngine } from "../../api/src/engine";
+import { closedPort } from "../support/ports";
 
 const SECRET = "s3cret-jwt-value-that-is-long-enough-0123456789";
 const API = { DATABASE_URL: "postgres://authenticator:pw@127.0.0.1:5432/autoaudit", PGRST_JWT_SECRET: SECRET };
@@ -174,13 +174,3 @@ describe("jwt-role-claim-key", () => {
   });
 });
 
-async function closedPort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once("error", reject);
-    srv.listen(0, "127.0.0.1", () => {
-      const port = (srv.address() as { port: number }).port;
-      srv.close(() => resolve(port));
-    });
-  });
-}

@@ -7,6 +7,7 @@ import { defaultEngineConfig, engineConfigFromEnv } from "../../api/src/config";
 import { createEngine, type Engine } from "../../api/src/engine/index";
 import { testStack } from "../support/stack";
 import { adminSql, get, productEngine, readJson, signToken, TEST_JWT_SECRET } from "./rpc-support";
+import { closedPort } from "../support/ports";
 
 const admin = adminSql();
 let engine: Engine;
@@ -330,14 +331,3 @@ async function tcpProxy(target: URL) {
   };
 }
 
-/** A loopback port nothing listens on: bound, read, then released. */
-async function closedPort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once("error", reject);
-    srv.listen(0, "127.0.0.1", () => {
-      const port = (srv.address() as { port: number }).port;
-      srv.close(() => resolve(port));
-    });
-  });
-}
