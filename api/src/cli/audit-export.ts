@@ -5,6 +5,7 @@
 // DATABASE_URL: an owner or superuser URL (as for audit:verify). Progress goes to stderr.
 // Exit 0 when written, 2 on a usage, connection or unknown-chain error.
 import { loadAuditReadConfig } from "../config";
+import { configOrExit } from "./config-or-exit";
 import { createWriteStream, type WriteStream } from "node:fs";
 import { connectPostgres } from "../db/connection";
 import { EXPORT_VERSION } from "./audit-file";
@@ -101,13 +102,7 @@ if (import.meta.main) {
     console.error(`audit:export: ${(error as Error).message}\n${USAGE}`);
     process.exit(2);
   }
-  let url: string | undefined;
-  try {
-    url = loadAuditReadConfig().databaseUrl;
-  } catch (error) {
-    console.error(`audit:export: ${(error as Error).message}`);
-    process.exit(2);
-  }
+  const url = configOrExit(loadAuditReadConfig, "audit:export: ").databaseUrl;
   if (!url) {
     console.error("audit:export: set DATABASE_URL to the database (an owner or superuser URL)");
     process.exit(2);

@@ -9,7 +9,8 @@
 //                             it may run the prune function and nothing else
 // Exit 0 when done (or nothing to do), 2 on a configuration or database error.
 import type { Sql } from "postgres";
-import { loadAuditPruneConfig, type AuditPruneConfig } from "../config";
+import { loadAuditPruneConfig } from "../config";
+import { configOrExit } from "./config-or-exit";
 import { connectPostgres } from "../db/connection";
 
 export const AUDIT_PRUNER_ROLE = "audit_pruner";
@@ -32,13 +33,7 @@ export async function pruneAuditTrail(sql: Sql, days: number): Promise<PruneResu
 }
 
 if (import.meta.main) {
-  let config: AuditPruneConfig;
-  try {
-    config = loadAuditPruneConfig();
-  } catch (error) {
-    console.error(`audit:prune: ${(error as Error).message}`);
-    process.exit(2);
-  }
+  const config = configOrExit(loadAuditPruneConfig, "audit:prune: ");
   const days = config.retentionDays;
   if (days === undefined) {
     console.log("audit:prune: AUDIT_RETENTION_DAYS is not set: the audit trail is kept forever, nothing pruned");

@@ -4,6 +4,7 @@
 // alone, without any database (api/src/cli/audit-file.ts).
 // Exit 0 when every chain is intact, 1 when one is broken, 2 on a usage or connection error.
 import { loadAuditReadConfig } from "../config";
+import { configOrExit } from "./config-or-exit";
 import { readFileSync } from "node:fs";
 import { connectPostgres } from "../db/connection";
 import { verifyExport } from "./audit-file";
@@ -55,13 +56,7 @@ if (import.meta.main) {
     }
     verifyFile(file);
   }
-  let url: string | undefined;
-  try {
-    url = loadAuditReadConfig().databaseUrl;
-  } catch (error) {
-    console.error(`audit:verify: ${(error as Error).message}`);
-    process.exit(2);
-  }
+  const url = configOrExit(loadAuditReadConfig, "audit:verify: ").databaseUrl;
   if (!url) {
     console.error("audit:verify: set DATABASE_URL to the database (an owner or superuser URL)");
     process.exit(2);

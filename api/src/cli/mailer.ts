@@ -5,20 +5,14 @@
 // Its variables (SMTP_URL, MAIL_FROM, PUBLIC_APP_URL, MAILER_DATABASE_URL, MAILER_DB_ROLE,
 // MAIL_POLL_MS …): api/src/config/mailer.ts (docs/reference/configuration.md).
 import { connectPostgres } from "../db/connection";
-import { ConfigError, loadMailerConfig, type MailerConfig } from "../config";
+import { loadMailerConfig } from "../config";
+import { configOrExit } from "./config-or-exit";
 import { Mailer } from "../mail/mailer";
 
 const log = (event: Record<string, unknown>) => console.log(JSON.stringify({ time: new Date().toISOString(), ...event }));
 
 async function main() {
-  let config: MailerConfig;
-  try {
-    config = loadMailerConfig();
-  } catch (error) {
-    if (!(error instanceof ConfigError)) throw error;
-    console.error(`bun run mailer: cannot start, ${error.message}`);
-    process.exit(2);
-  }
+  const config = configOrExit(loadMailerConfig, "bun run mailer: cannot start, ");
   const { mail, dbRole: role } = config;
   const sql = connectPostgres(config.databaseUrl, { max: 2, onnotice: () => {}, connection: role ? { role } : {} });
   const mailer = new Mailer({

@@ -4,7 +4,8 @@
 import { resolve } from "node:path";
 import Redis from "ioredis";
 import { connectPostgres } from "../db/connection";
-import { ConfigError, loadWorkerConfig, type WorkerConfig } from "../config";
+import { loadWorkerConfig } from "../config";
+import { configOrExit } from "./config-or-exit";
 import { connectPruner, pruneAuditTrail } from "./audit-prune";
 import { connectRedis } from "../gateway/redis";
 import { RedisResponseCache } from "../gateway/cache";
@@ -31,14 +32,7 @@ async function loadHandler(spec: string): Promise<ScanJobHandler> {
 const log = (event: Record<string, unknown>) => console.log(JSON.stringify({ time: new Date().toISOString(), ...event }));
 
 async function main() {
-  let config: WorkerConfig;
-  try {
-    config = loadWorkerConfig();
-  } catch (error) {
-    if (!(error instanceof ConfigError)) throw error;
-    console.error(`bun run worker: cannot start, ${error.message}`);
-    process.exit(2);
-  }
+  const config = configOrExit(loadWorkerConfig, "bun run worker: cannot start, ");
   const { databaseUrl, redisUrl, dbRole, stream, claimIdleMs, heartbeatMs, jobTimeoutMs } = config;
   const retention = config.audit.retentionDays;
   const handler = await loadHandler(config.handler);
