@@ -1,7 +1,6 @@
 import postgres from "postgres";
 import type { AccountSettings } from "../config";
 
-
 /**
  * Writes the account settings (loadAccountSettings, config/accounts.ts) into auth.settings, as a
  * superuser (after `dbmate up`); a null deletes the row, so the SQL function's default applies.
