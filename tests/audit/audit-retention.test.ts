@@ -6,6 +6,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { call, signedInUser } from "../api/helpers";
 import { adminSql, DEMO_RULES } from "../compliance/support";
+import { sealAuditTrail } from "../support/audit";
 import { testStack } from "../support/stack";
 import { verifyExport } from "../../api/src/cli/audit-file";
 
@@ -58,6 +59,7 @@ async function cutoffNow(): Promise<string> {
 describe("pruning", () => {
   test("prunes the chain's old prefix behind a checkpoint; the rest still verifies; tampering is still found", async () => {
     const { admin, tenantId } = await busyTenant(3);
+    await sealAuditTrail(sql);
     const before = await sql`select id, hash from audit.events where chain = ${tenantId} order by id`;
     expect(before).toHaveLength(4);
     const cutoff = await cutoffNow();
@@ -90,6 +92,7 @@ describe("pruning", () => {
 
     // tampering after pruning: an edited kept row, an edited checkpoint, a deleted checkpoint
     await call("/rpc/upsert_rules", { token: admin.access_token, body: { tenant_id: tenantId, framework: "kept", rules: DEMO_RULES } });
+    await sealAuditTrail(sql);
     const [kept] = await sql`select id, client from audit.events where chain = ${tenantId} and action = 'rules_upserted'`;
     const [cp] = await sql`select id, details from audit.events where chain = ${tenantId} and action = 'trail_pruned'`;
     const superuserEdit = (statement: (tx: any) => Promise<unknown>) =>
@@ -190,7 +193,7 @@ describe("bun run audit:export and audit:verify --file", () => {
     expect(lines.map((l) => l.type)).toEqual(["audit_export", "event", "event", "event"]);
     expect(lines.slice(1).map((l) => l.action)).toEqual(["rules_upserted", "trail_pruned", "rules_upserted"]);
     const [head] = await sql`select last_id, encode(hash, 'hex') as hash from audit.chain_heads where chain = ${tenantId}`;
-    expect(lines[0]).toMatchObject({ version: 1, chain: tenantId, head_id: Number(head!.last_id), head_hash: head!.hash, events: 3 });
+    expect(lines[0]).toMatchObject({ version: 2, chain: tenantId, head_id: Number(head!.last_id), head_hash: head!.hash, events: 3 });
     // the same bytes on stdout
     const toStdout = await run("api/src/cli/audit-export.ts", [tenantId]);
     expect(toStdout.stdout.split("\n").slice(1)).toEqual(readFileSync(file, "utf8").split("\n").slice(1));

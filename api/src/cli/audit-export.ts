@@ -1,6 +1,7 @@
 // `bun run audit:export <tenant-id> [--out FILE]` / `bun run audit:export --account [--out FILE]`:
 // one chain of the audit trail as JSON Lines with its hashes (format: api/src/cli/audit-file.ts),
-// to stdout or FILE, read in one snapshot so the header's head is the last line's hash.
+// to stdout or FILE, read in one snapshot so the header's head is the last line's hash. Events
+// committed but not yet linked into the chain are linked first (audit.seal).
 // `bun run audit:verify --file FILE` checks an export without the database.
 // DATABASE_URL: an owner or superuser URL (as for audit:verify). Progress goes to stderr.
 // Exit 0 when written, 2 on a usage, connection or unknown-chain error.
@@ -56,9 +57,11 @@ export async function exportAuditTrail(
 ): Promise<number> {
   const sql = connectPostgres(databaseUrl, { max: 1, onnotice: () => {} });
   try {
+    // what has committed is linked first, so the export ends at the newest event
+    await sql`select audit.seal()`;
     return await sql.begin("isolation level repeatable read read only", async (tx) => {
       const [head] = await tx`
-        select h.last_id, encode(h.hash, 'hex') as hash, (select count(*) from audit.events e where e.chain = h.chain) as events,
+        select h.last_id, encode(h.hash, 'hex') as hash, (select count(*) from audit.events e where e.chain = h.chain and e.seq is not null) as events,
                to_char(now() at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') as exported_at
           from audit.chain_heads h where h.chain = ${chain}`;
       if (!head) throw new UsageError(chain === "account" ? "the account chain has no events" : `no audit trail for tenant ${chain}`);
@@ -73,9 +76,9 @@ export async function exportAuditTrail(
                  'at', to_char(e.at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'), 'actor', e.actor,
                  'session_id', e.session_id, 'action', e.action, 'tenant_id', e.tenant_id, 'user_id', e.user_id,
                  'target', e.target, 'client', e.client, 'user_agent', e.user_agent, 'request_id', e.request_id,
-                 'details', e.details, 'prev_hash', encode(e.prev_hash, 'hex'), 'hash', encode(e.hash, 'hex'),
-                 'canonical', audit.canonical(e))::text as line
-          from audit.events e where e.chain = ${chain} order by e.id`.cursor(1000);
+                 'details', e.details, 'seq', e.seq, 'prev_hash', encode(e.prev_hash, 'hex'), 'hash', encode(e.hash, 'hex'),
+                 'content_hash', encode(e.content_hash, 'hex'), 'canonical', audit.canonical(e))::text as line
+          from audit.events e where e.chain = ${chain} and e.seq is not null order by e.seq`.cursor(1000);
       for await (const rows of cursor) {
         for (const row of rows) await write(row.line as string);
         done += rows.length;

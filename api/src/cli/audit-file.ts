@@ -2,19 +2,24 @@
 // (`bun run audit:verify --file`). No database: an auditor can read this file, or redo it with
 // any sha256 tool, to check an export.
 //
-// Line 1, the header:  {"type":"audit_export","version":1,"chain","exported_at","head_id","head_hash","events"}
-// then one line per event, in id order:
+// Line 1, the header:  {"type":"audit_export","version":2,"chain","exported_at","head_id","head_hash","events"}
+// then one line per event, in chain order (seq):
 //   {"type":"event","id","chain","at","actor","session_id","action","tenant_id","user_id","target",
-//    "client","user_agent","request_id","details","prev_hash","hash","canonical"}
-// where canonical is the exact text the database hashed (audit.canonical) and
-//   hash = sha256(bytes(prev_hash) || utf8(canonical)), prev_hash = the previous event's hash.
+//    "client","user_agent","request_id","details","seq","prev_hash","hash","content_hash","canonical"}
+// where canonical is the exact text the database hashed (audit.canonical), prev_hash is the
+// previous event's hash, and
+//   content_hash = sha256(utf8(canonical)),  hash = sha256(bytes(prev_hash) || bytes(content_hash));
+// events recorded before 2026-12-03 have no content_hash and hash = sha256(bytes(prev_hash) || utf8(canonical)).
+// Version 1 (written before events were sealed after commit) has no seq or content_hash and is
+// in id order, which was then the chain order; it is still read.
 // canonical must also say what the line's fields say (a JSON array of them, in the order of
 // CANONICAL_FIELDS), so editing a field is found as well as editing the text.
 // After a prune the first event's prev_hash is the hash of the last pruned one, which the
 // latest 'trail_pruned' checkpoint records (details.pruned_through_id / pruned_through_hash).
 import { createHash } from "node:crypto";
 
-export const EXPORT_VERSION = 1;
+export const EXPORT_VERSION = 2;
+const READABLE_VERSIONS = [1, 2];
 
 export const CANONICAL_FIELDS = [
   "id", "chain", "at", "actor", "session_id", "action", "tenant_id", "user_id", "target", "client", "user_agent", "request_id", "details",
@@ -55,6 +60,14 @@ export interface FileReport {
 
 const HEX_HASH = /^[0-9a-f]{64}$/;
 
+/** sha256(bytes(prev_hash) || bytes(content_hash)): the link of an event that has a content hash. */
+export function linkHash(prevHash: string | null, contentHash: string): string {
+  const h = createHash("sha256");
+  if (prevHash) h.update(Buffer.from(prevHash, "hex"));
+  h.update(Buffer.from(contentHash, "hex"));
+  return h.digest("hex");
+}
+
 export function eventHash(prevHash: string | null, canonical: string): string {
   const h = createHash("sha256");
   if (prevHash) h.update(Buffer.from(prevHash, "hex"));
@@ -77,36 +90,46 @@ export function verifyExport(text: string): FileReport {
   if (header?.type !== "audit_export" || typeof header.chain !== "string") {
     throw new Error('line 1 is not an audit export header ({"type":"audit_export", ...})');
   }
-  if (header.version !== EXPORT_VERSION) throw new Error(`export version ${header.version} is not supported (this verifier reads ${EXPORT_VERSION})`);
+  if (!READABLE_VERSIONS.includes(header.version)) {
+    throw new Error(`export version ${header.version} is not supported (this verifier reads ${READABLE_VERSIONS.join(" and ")})`);
+  }
+  const bySeq = header.version >= 2;
   const events = lines.slice(1).map((l, i) => parse(l, i + 2) as ExportedEvent);
   const chain = header.chain;
   const broken = (id: number | null, checked: number, reason: string): FileReport => ({ chain, ok: false, checked, first_broken_id: id, reason });
 
-  let lastId = -Infinity;
+  let lastId: number | null = null;
+  let lastOrder = -Infinity;
   for (const e of events) {
     if (e?.type !== "event" || typeof e.id !== "number") return broken(null, 0, "a line is not an event");
-    if (e.id <= lastId) return broken(e.id, 0, "events are not in id order");
+    const order = bySeq ? e.seq : e.id;
+    if (typeof order !== "number" || order <= lastOrder) return broken(e.id, 0, bySeq ? "events are not in chain (seq) order" : "events are not in id order");
     if (e.chain !== chain) return broken(e.id, 0, `event of chain ${e.chain} in an export of ${chain}`);
+    lastOrder = order;
     lastId = e.id;
   }
 
-  // Start where the latest checkpoint says the pruned part ended (as audit.verify_chain does).
-  let startAfter = -Infinity;
+  // Start where the latest checkpoint says the pruned part ended (as audit.verify_chain does):
+  // after its seq, or (checkpoints written before seq existed) after its id.
+  let after: (e: ExportedEvent) => boolean = () => true;
   let prev: string | null = null;
   const checkpoint = [...events].reverse().find((e) => e.action === "trail_pruned");
   if (checkpoint) {
     const through = checkpoint.details?.pruned_through_id;
+    const throughSeq = checkpoint.details?.pruned_through_seq;
     const throughHash = checkpoint.details?.pruned_through_hash;
-    if (typeof through !== "number" || typeof throughHash !== "string" || !HEX_HASH.test(throughHash) || through >= checkpoint.id) {
+    const bySeqCheckpoint = throughSeq !== undefined;
+    if (typeof through !== "number" || typeof throughHash !== "string" || !HEX_HASH.test(throughHash) || through >= checkpoint.id
+        || (bySeqCheckpoint && (typeof throughSeq !== "number" || typeof checkpoint.seq !== "number" || throughSeq >= checkpoint.seq))) {
       return broken(checkpoint.id, 0, "the checkpoint does not say what it pruned");
     }
-    startAfter = through;
+    after = bySeqCheckpoint ? (e) => (e.seq as number) > (throughSeq as number) : (e) => e.id > through;
     prev = throughHash;
   }
 
   let checked = 0;
   for (const e of events) {
-    if (e.id <= startAfter) continue;
+    if (!after(e)) continue;
     let said: unknown;
     try {
       said = JSON.parse(e.canonical);
@@ -117,7 +140,13 @@ export function verifyExport(text: string): FileReport {
       return broken(e.id, checked, "the event's fields differ from the text that was hashed");
     }
     if ((e.prev_hash ?? null) !== prev) return broken(e.id, checked, "prev_hash is not the previous event's hash");
-    if (e.hash !== eventHash(prev, e.canonical)) return broken(e.id, checked, "hash does not match the event");
+    const content = bySeq ? (e.content_hash as string | null | undefined) ?? null : null;
+    if (content === null) {
+      if (e.hash !== eventHash(prev, e.canonical)) return broken(e.id, checked, "hash does not match the event");
+    } else {
+      if (content !== eventHash(null, e.canonical)) return broken(e.id, checked, "content_hash does not match the event");
+      if (e.hash !== linkHash(prev, content)) return broken(e.id, checked, "hash does not match the event");
+    }
     checked++;
     prev = e.hash;
   }

@@ -19,6 +19,8 @@ interface ChainReport {
 export async function verifyAuditTrail(databaseUrl: string): Promise<ChainReport[]> {
   const sql = connectPostgres(databaseUrl, { max: 1, onnotice: () => {} });
   try {
+    // what has committed is linked first, so every event is checked as part of its chain
+    await sql`select audit.seal()`;
     const rows = await sql`select audit.verify_chain(h.chain) as report from audit.chain_heads h order by h.chain`;
     return rows.map((r) => r.report as ChainReport);
   } finally {
