@@ -67,6 +67,8 @@ export interface ApiConfig {
   oidc: OidcConfig;
   /** Multi-factor authentication (the mfa_* functions): see loadMfaConfig. */
   mfa: MfaConfig;
+  /** How often this process links committed audit events into their chains (audit.seal); 0: never. */
+  auditSealIntervalMs: number;
   /**
    * The embedded engine's configuration (PGRST_*, with the API's secret, schemas, anonymous role
    * and audience), parsed with the rest; undefined when POSTGREST_URL names a real PostgREST.
@@ -128,6 +130,7 @@ export const ApiEnv = Type.Object({
   AUTH_OIDC_LINK_BY_EMAIL: Var.boolean({ default: true, description: "Link a new identity to the account with the same verified email." }),
   AUTH_OIDC_DEV_PROVIDER: Var.boolean({ default: false, description: "`bun run dev` starts a local OpenID provider named \"dev\" (any login name, no password)." }),
   MFA_ENCRYPTION_KEY: Var.optionalString({ secret: true, description: `The key TOTP secrets and recovery-code digests are encrypted with, in SQL; never stored. At least ${MIN_MFA_KEY_LENGTH} characters with ${MIN_MFA_KEY_DISTINCT} distinct ones (\`openssl rand -base64 48\`). Changing it makes every enrolled factor unusable.` }),
+  AUDIT_SEAL_INTERVAL_MS: Var.integer({ default: 100, minimum: 0, maximum: 60_000, unit: "milliseconds", description: "How often the API links committed audit events into their hash chains (audit.seal; one sealer at a time across processes). Until then an event is protected by its own content hash. 0: this process does not seal (another API process, or audit:verify and audit:export, do)." }),
   MFA_ENABLED: Var.optionalBoolean({ defaultText: "on when MFA_ENCRYPTION_KEY is set", description: "Turns the mfa_* functions on or off; on requires MFA_ENCRYPTION_KEY (`bun run dev` generates one for the run)." }),
 });
 
@@ -191,6 +194,7 @@ export function loadConfig(env: Env = process.env, options: LoadConfigOptions = 
     maxBodyBytes: v.MAX_BODY_BYTES,
     oidc,
     mfa,
+    auditSealIntervalMs: v.AUDIT_SEAL_INTERVAL_MS,
   };
   if (!postgrestUrl) config.engine = embeddedEngineConfig(config, env, problems);
   throwIfProblems(problems);

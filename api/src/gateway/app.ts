@@ -2,6 +2,7 @@ import { Elysia } from "elysia";
 import { connectPostgres } from "../db/connection";
 import type { ApiConfig } from "../config";
 import { Admission } from "./admission";
+import { AuditSealer } from "./audit-sealer";
 import { MemoryResponseCache, RedisResponseCache, type ResponseCache } from "./cache";
 import { FunctionCatalog, OwnSchemaSnapshots } from "./catalog";
 import { Cors } from "./cors";
@@ -105,6 +106,8 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
       },
     )
     .catch((error: unknown) => log({ event: "revocation_listen_failed", error: error instanceof Error ? error.message : String(error) }));
+  const sealer = new AuditSealer(sql, config.auditSealIntervalMs, log);
+  sealer.start();
   const cache: ResponseCache = redis ? new RedisResponseCache(redis) : new MemoryResponseCache();
   const limits = createRateLimits(config.rateLimit, redis);
   const admission = new Admission(config.admission.signInConcurrency, config.admission.signInQueue, config.admission.signInQueueTimeoutMs);
@@ -165,6 +168,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     ready: () => startedUp,
     async close() {
       ownSchema?.stop();
+      await sealer.stop();
       await redis?.close();
       await sql.end({ timeout: 1 });
     },

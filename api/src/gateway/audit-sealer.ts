@@ -1,0 +1,61 @@
+import type postgres from "postgres";
+
+/**
+ * Links committed audit events into their hash chains: `audit_sealing.seal(false)` every interval
+ * (migrations/20261203000300_audit_sealed_after_commit.sql says why this is not done inside
+ * the recording transaction). The database lets one sealer work at a time, so every API
+ * process may run one; a call that finds another at work returns at once. A failing call
+ * (database away, migration not applied yet) is logged once per failure streak and retried at
+ * a slower pace; nothing is lost meanwhile, the events wait in audit.unsealed.
+ */
+export class AuditSealer {
+  private timer: ReturnType<typeof setTimeout> | undefined;
+  private running: Promise<void> | undefined;
+  private failing = false;
+  private stopped = false;
+
+  constructor(
+    private readonly sql: postgres.Sql,
+    private readonly intervalMs: number,
+    private readonly log: (event: Record<string, unknown>) => void,
+  ) {}
+
+  start(): void {
+    if (this.intervalMs > 0 && !this.stopped) this.schedule(this.intervalMs);
+  }
+
+  /** Seals what is committed now; resolves with the number of events linked. */
+  async sealNow(): Promise<number> {
+    const [row] = await this.sql<{ n: string }[]>`select audit_sealing.seal(false) as n`;
+    return Number(row?.n ?? 0);
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    clearTimeout(this.timer);
+    await this.running;
+  }
+
+  private schedule(delayMs: number): void {
+    this.timer = setTimeout(() => {
+      this.running = this.tick().finally(() => {
+        this.running = undefined;
+      });
+    }, delayMs);
+    this.timer.unref?.();
+  }
+
+  private async tick(): Promise<void> {
+    let next = this.intervalMs;
+    try {
+      await this.sealNow();
+      if (this.failing) this.log({ event: "audit_seal_recovered" });
+      this.failing = false;
+    } catch (error) {
+      if (!this.failing) this.log({ event: "audit_seal_failed", error: error instanceof Error ? error.message : String(error) });
+      this.failing = true;
+      next = Math.min(Math.max(this.intervalMs * 10, 100), 5000);
+    }
+    if (!this.stopped) this.schedule(next);
+  }
+}

@@ -1,0 +1,181 @@
+// Sealing after commit (migrations/20261203000300_audit_sealed_after_commit.sql): an event is
+// recorded in its action's transaction with a content hash, and linked into its chain later by
+// audit.seal (the API's sealer, audit:verify, audit:export, the prune).
+import { afterAll, describe, expect, test } from "bun:test";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import postgres from "postgres";
+import { call, signedInUser } from "../api/helpers";
+import { adminSql, DEMO_RULES } from "../compliance/support";
+import { sealAuditTrail } from "../support/audit";
+import { closedPort } from "../support/ports";
+import { testStack } from "../support/stack";
+import { exportAuditTrail } from "../../api/src/cli/audit-export";
+import { verifyExport } from "../../api/src/cli/audit-file";
+import { AuditSealer } from "../../api/src/gateway/audit-sealer";
+
+const sql = adminSql(4);
+const dir = mkdtempSync(join(tmpdir(), "audit-sealing-"));
+afterAll(async () => {
+  rmSync(dir, { recursive: true, force: true });
+  await sql.end();
+});
+
+/** Runs `work` while no sealer can run (this session holds the sealers' lock). */
+async function withSealingHeld<T>(work: (holder: postgres.Sql) => Promise<T>): Promise<T> {
+  const holder = postgres(testStack().databaseUrl, { max: 1, onnotice: () => {} });
+  try {
+    await holder`select pg_advisory_lock(hashtext('audit.seal'))`;
+    return await work(holder);
+  } finally {
+    await holder.end();
+  }
+}
+
+async function tenantOf(admin: { access_token: string }): Promise<string> {
+  const r = await call("/rpc/create_tenant", { token: admin.access_token, body: { name: "Sealing Co" } });
+  expect(r.status).toBe(200);
+  return r.json.id as string;
+}
+
+const chainRows = (tenantId: string) =>
+  sql`select id, seq, action, encode(prev_hash, 'hex') as prev_hash, encode(hash, 'hex') as hash, encode(content_hash, 'hex') as content_hash,
+             encode(extensions.digest(convert_to(audit.canonical(e), 'UTF8'), 'sha256'), 'hex') as canonical_hash
+        from audit.events e where chain = ${tenantId} order by id`;
+
+const verify = (admin: { access_token: string }, tenantId: string) =>
+  call("/rpc/verify_audit_trail", { token: admin.access_token, body: { tenant_id: tenantId } }).then((r) => r.json);
+
+const superuserEdit = (statement: (tx: any) => Promise<unknown>) =>
+  sql.begin(async (tx) => {
+    await tx`set local session_replication_role = replica`;
+    await statement(tx);
+  });
+
+describe("sealing after commit", () => {
+  test("an event is recorded at once with its content hash, which finds an edit before the API's sealer links it", async () => {
+    const admin = await signedInUser();
+    const { tenantId, id } = await withSealingHeld(async () => {
+      const tenantId = await tenantOf(admin);
+      const [row] = await chainRows(tenantId);
+      // recorded, not linked yet
+      expect(row).toMatchObject({ action: "tenant_created", seq: null, prev_hash: null, hash: null });
+      expect(row!.content_hash).toBe(row!.canonical_hash);
+      expect(await verify(admin, tenantId)).toEqual({ chain: tenantId, ok: true, checked: 1, first_broken_id: null });
+      // an edit before sealing is found at its row; put back, the event holds again
+      const [before] = await sql`select client from audit.events where id = ${row!.id}`;
+      const client = before!.client as string;
+      await superuserEdit((tx) => tx`update audit.events set client = '203.0.113.7' where id = ${row!.id}`);
+      expect(await verify(admin, tenantId)).toEqual({ chain: tenantId, ok: false, checked: 0, first_broken_id: Number(row!.id) });
+      await superuserEdit((tx) => tx`update audit.events set client = ${client} where id = ${row!.id}`);
+      expect(await verify(admin, tenantId)).toEqual({ chain: tenantId, ok: true, checked: 1, first_broken_id: null });
+      return { tenantId, id: Number(row!.id) };
+    });
+
+    // the lock released, the API's own sealer links the event (every AUDIT_SEAL_INTERVAL_MS)
+    let sealed: any;
+    for (let i = 0; i < 100 && !sealed?.hash; i++) {
+      await Bun.sleep(50);
+      [sealed] = await chainRows(tenantId);
+    }
+    expect(sealed).toMatchObject({ id: String(id), seq: "1", prev_hash: null });
+    expect(sealed.hash).toBe(new Bun.CryptoHasher("sha256").update(Buffer.from(sealed.content_hash, "hex")).digest("hex"));
+    expect(await verify(admin, tenantId)).toEqual({ chain: tenantId, ok: true, checked: 1, first_broken_id: null });
+  });
+
+  test("events committed out of id order are linked in commit order; verify and the export agree", async () => {
+    const admin = await signedInUser();
+    const tenantId = await tenantOf(admin);
+    await sealAuditTrail(sql);
+    // a transaction takes an event id, and commits only after a later event has been linked
+    const late = postgres(testStack().databaseUrl, { max: 1, onnotice: () => {} });
+    try {
+      const reserved = await late.reserve();
+      await reserved`begin`;
+      await reserved`select audit.append('rules_upserted', null, ${tenantId}::uuid, null, 'late framework', '{"rules": 1}')`;
+      expect((await call("/rpc/upsert_rules", { token: admin.access_token, body: { tenant_id: tenantId, framework: "early", rules: DEMO_RULES } })).status).toBe(200);
+      await sealAuditTrail(sql);
+      await reserved`commit`;
+      reserved.release();
+    } finally {
+      await late.end();
+    }
+    await sealAuditTrail(sql);
+
+    const rows = await chainRows(tenantId);
+    expect(rows.map((r) => r.action)).toEqual(["tenant_created", "rules_upserted", "rules_upserted"]);
+    // ids in recording order, seq in commit order: the late event (lower id) is last in the chain
+    const [created, lateEvent, early] = rows;
+    expect(Number(lateEvent!.id)).toBeLessThan(Number(early!.id));
+    expect([created!.seq, early!.seq, lateEvent!.seq]).toEqual(["1", "2", "3"]);
+    expect(early!.prev_hash).toBe(created!.hash);
+    expect(lateEvent!.prev_hash).toBe(early!.hash);
+    expect(await verify(admin, tenantId)).toEqual({ chain: tenantId, ok: true, checked: 3, first_broken_id: null });
+
+    const lines: string[] = [];
+    await exportAuditTrail(testStack().databaseUrl, tenantId, (line) => void lines.push(line));
+    const events = lines.slice(1).map((l) => JSON.parse(l));
+    expect(events.map((e) => e.id)).toEqual([created, early, lateEvent].map((r) => Number(r!.id)));
+    expect(events.map((e) => e.seq)).toEqual([1, 2, 3]);
+    expect(verifyExport(lines.join("\n"))).toEqual({ chain: tenantId, ok: true, checked: 3, first_broken_id: null });
+    // read as a version-1 file (id order was the chain order then), the same lines do not hold
+    const asV1 = [JSON.stringify({ ...JSON.parse(lines[0]!), version: 1 }), ...lines.slice(1)].join("\n");
+    expect(verifyExport(asV1)).toMatchObject({ ok: false, reason: "events are not in id order" });
+    // an export file whose content hash was edited is found
+    const edited = lines.map((l, i) => (i === 2 ? JSON.stringify({ ...JSON.parse(l), content_hash: "0".repeat(64) }) : l)).join("\n");
+    expect(verifyExport(edited)).toMatchObject({ ok: false, first_broken_id: Number(early!.id), reason: "content_hash does not match the event" });
+  });
+
+  test("sealing is the one change an event may undergo, and only the sealing function is open to the API's login", async () => {
+    const admin = await signedInUser();
+    const tenantId = await tenantOf(admin);
+    await sealAuditTrail(sql);
+    const [sealedRow] = await chainRows(tenantId);
+    const asRole = (role: string, statement: string) =>
+      sql
+        .begin(async (tx) => {
+          await tx.unsafe(`set local role ${role}`);
+          return tx.unsafe(statement);
+        })
+        .then(
+          () => "ok",
+          (e: { code?: string; message: string }) => `${e.code}: ${e.message}`,
+        );
+    // the owner may set hashes only where there are none
+    expect(await asRole("auth_admin", `update audit.events set hash = '\\x00', seq = 9 where id = ${sealedRow!.id}`)).toBe("42501: audit events are append-only");
+    expect(await asRole("auth_admin", `update audit.events set target = 'x' where id = ${sealedRow!.id}`)).toBe("42501: permission denied for table events");
+
+    await withSealingHeld(async () => {
+      expect((await call("/rpc/upsert_rules", { token: admin.access_token, body: { tenant_id: tenantId, framework: "fw", rules: DEMO_RULES } })).status).toBe(200);
+      const [, unsealed] = await chainRows(tenantId);
+      expect(unsealed!.hash).toBeNull();
+      // a forged seal (a hash that is not the link) is let through by the trigger and found by verify
+      expect(await asRole("auth_admin", `update audit.events set seq = 2, prev_hash = '\\x01', hash = '\\x02' where id = ${unsealed!.id}`)).toBe("ok");
+      expect(await verify(admin, tenantId)).toMatchObject({ ok: false, first_broken_id: Number(unsealed!.id) });
+    });
+
+    // the API's login may seal, and do nothing else in the audit schema; the request roles may not seal
+    expect(await asRole("authenticator", "select audit_sealing.seal(false)")).toBe("ok");
+    expect(await asRole("authenticator", "select audit.seal()")).toBe("42501: permission denied for schema audit");
+    expect(await asRole("authenticator", "select * from audit.events limit 1")).toBe("42501: permission denied for schema audit");
+    for (const role of ["anon", "authenticated", "scan_worker", "audit_pruner"]) {
+      expect(await asRole(role, "select audit_sealing.seal(false)")).toBe("42501: permission denied for schema audit_sealing");
+    }
+  });
+});
+
+describe("the API's sealer", () => {
+  test("a failing database is logged once per failure streak, and stop() ends the timer", async () => {
+    const lines: Record<string, unknown>[] = [];
+    const unreachable = postgres(`postgres://nobody@127.0.0.1:${await closedPort()}/none`, { max: 1, connect_timeout: 1, onnotice: () => {} });
+    const sealer = new AuditSealer(unreachable, 10, (event) => void lines.push(event));
+    sealer.start();
+    // attempts every 100 ms while failing (10 × the interval): several, one line
+    await Bun.sleep(700);
+    await sealer.stop();
+    await unreachable.end();
+    expect(lines.map((l) => l.event)).toEqual(["audit_seal_failed"]);
+    expect(String(lines[0]!.error)).toContain("ECONNREFUSED");
+  });
+});
