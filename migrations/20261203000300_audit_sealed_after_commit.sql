@@ -101,8 +101,9 @@ begin
 end
 $$;
 
--- Links the committed unsealed events into their chains; the number linked. One sealer at a
--- time: with wait false it returns 0 at once when another is at work (the API's timer).
+-- Links committed unsealed events into their chains (up to 5000 per call); the number linked.
+-- One sealer at a time: with wait false it returns 0 at once when another is at work (the
+-- API's timer).
 -- hash = sha256(prev_hash || content_hash): the content was hashed when it was recorded.
 create function audit.seal(wait boolean default true) returns bigint
 language plpgsql volatile security definer set search_path = '' as $$
@@ -124,7 +125,11 @@ begin
   elsif not pg_try_advisory_xact_lock(hashtext('audit.seal')) then
     return 0;
   end if;
-  with taken as (delete from audit.unsealed returning id) select array_agg(t.id) into queued from taken t;
+  -- the oldest 5000 at most, so one call is a short transaction however long sealing waited
+  -- (a caller that got 5000 calls again), and a transaction's own events keep their order
+  with taken as (
+    delete from audit.unsealed u where u.ctid = any (array(select q.ctid from audit.unsealed q order by q.id limit 5000)) returning u.id
+  ) select array_agg(t.id) into queued from taken t;
   if queued is null then
     return 0;
   end if;
@@ -276,7 +281,9 @@ begin
     raise exception using errcode = '55000', message = 'the audit trail is switched off, so no checkpoint could be written',
       hint = 'Switch it on (audit.switch) before pruning.';
   end if;
-  perform audit.seal();
+  loop
+    exit when audit.seal() < 5000;
+  end loop;
   for c in select h.chain from audit.chain_heads h where only_chain is null or h.chain = only_chain order by h.chain loop
     -- the chain's lock (as audit.seal takes it)
     perform from audit.chain_heads h where h.chain = c.chain for update;
@@ -299,7 +306,9 @@ begin
     chains := chains || jsonb_build_object('chain', c.chain, 'pruned_events', n, 'pruned_through_id', through);
     total := total + n;
   end loop;
-  perform audit.seal();
+  loop
+    exit when audit.seal() < 5000;
+  end loop;
   return json_build_object('pruned_events', total, 'chains', chains);
 end
 $$;
@@ -326,7 +335,13 @@ grant execute on function audit_sealing.seal(boolean) to authenticator;
 -- Back to linking at commit: everything is sealed, then every chain is linked again in id
 -- order with hash = sha256(prev_hash || canonical), what the functions restored here verify.
 -- A chain's first event keeps its prev_hash (after a prune, the hash its checkpoint names).
-select audit.seal();
+do $$
+begin
+  loop
+    exit when audit.seal() < 5000;
+  end loop;
+end
+$$;
 alter table audit.events disable trigger events_sealed_once;
 do $$
 declare

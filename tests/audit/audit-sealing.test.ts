@@ -12,6 +12,7 @@ import { sealAuditTrail } from "../support/audit";
 import { closedPort } from "../support/ports";
 import { testStack } from "../support/stack";
 import { exportAuditTrail } from "../../api/src/cli/audit-export";
+import { sealCommitted } from "../../api/src/cli/audit-seal";
 import { verifyExport } from "../../api/src/cli/audit-file";
 import { AuditSealer } from "../../api/src/gateway/audit-sealer";
 
@@ -162,6 +163,31 @@ describe("sealing after commit", () => {
     for (const role of ["anon", "authenticated", "scan_worker", "audit_pruner"]) {
       expect(await asRole(role, "select audit_sealing.seal(false)")).toBe("42501: permission denied for schema audit_sealing");
     }
+  });
+});
+
+describe("a backlog", () => {
+  test("is sealed 5000 at a time, oldest first, so a chain's order stays the recording order", async () => {
+    const tenantId = crypto.randomUUID();
+    const counts = await withSealingHeld(async (holder) => {
+      await holder`select audit.append('rules_upserted', null, ${tenantId}::uuid, null, 'x', jsonb_build_object('n', i)) from generate_series(1, 5003) i`;
+      // the holder has the sealers' lock already: its own calls go through
+      const first = await holder<{ n: string }[]>`select audit.seal() as n`;
+      const [unsealed] = await holder<{ left: string }[]>`select count(*) as left from audit.events where chain = ${tenantId} and hash is null`;
+      return { first: Number(first[0]!.n), left: Number(unsealed!.left) };
+    });
+    expect(counts.first).toBe(5000);
+    // oldest first: at least this chain's newest 3 wait for the next call (more if other chains had older ones queued)
+    expect(counts.left).toBeGreaterThanOrEqual(3);
+    expect(counts.left).toBeLessThan(5003);
+    await sealCommitted(sql);
+    const [chain] = await sql`
+      select count(*)::int as n, bool_and(hash is not null) as sealed,
+             bool_and(seq = r) as in_id_order
+        from (select seq, hash, row_number() over (order by id) as r from audit.events where chain = ${tenantId}) e`;
+    expect(chain).toEqual({ n: 5003, sealed: true, in_id_order: true });
+    const [report] = await sql`select audit.verify_chain(${tenantId}) as r`;
+    expect(report!.r).toEqual({ chain: tenantId, ok: true, checked: 5003, first_broken_id: null });
   });
 });
 

@@ -9,6 +9,7 @@ import { loadAuditReadConfig } from "../config";
 import { configOrExit } from "./config-or-exit";
 import { createWriteStream, type WriteStream } from "node:fs";
 import { connectPostgres } from "../db/connection";
+import { sealCommitted } from "./audit-seal";
 import { EXPORT_VERSION } from "./audit-file";
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
@@ -58,7 +59,7 @@ export async function exportAuditTrail(
   const sql = connectPostgres(databaseUrl, { max: 1, onnotice: () => {} });
   try {
     // what has committed is linked first, so the export ends at the newest event
-    await sql`select audit.seal()`;
+    await sealCommitted(sql);
     return await sql.begin("isolation level repeatable read read only", async (tx) => {
       const [head] = await tx`
         select h.last_id, encode(h.hash, 'hex') as hash, (select count(*) from audit.events e where e.chain = h.chain and e.seq is not null) as events,

@@ -7,6 +7,7 @@ import { loadAuditReadConfig } from "../config";
 import { configOrExit } from "./config-or-exit";
 import { readFileSync } from "node:fs";
 import { connectPostgres } from "../db/connection";
+import { sealCommitted } from "./audit-seal";
 import { verifyExport } from "./audit-file";
 
 interface ChainReport {
@@ -20,7 +21,7 @@ export async function verifyAuditTrail(databaseUrl: string): Promise<ChainReport
   const sql = connectPostgres(databaseUrl, { max: 1, onnotice: () => {} });
   try {
     // what has committed is linked first, so every event is checked as part of its chain
-    await sql`select audit.seal()`;
+    await sealCommitted(sql);
     const rows = await sql`select audit.verify_chain(h.chain) as report from audit.chain_heads h order by h.chain`;
     return rows.map((r) => r.report as ChainReport);
   } finally {

@@ -8,6 +8,9 @@ import type postgres from "postgres";
  * (database away, migration not applied yet) is logged once per failure streak and retried at
  * a slower pace; nothing is lost meanwhile, the events wait in audit.unsealed.
  */
+/** What one audit.seal call links at most (the migration's limit). */
+export const SEAL_BATCH = 5000;
+
 export class AuditSealer {
   private timer: ReturnType<typeof setTimeout> | undefined;
   private running: Promise<void> | undefined;
@@ -48,7 +51,8 @@ export class AuditSealer {
   private async tick(): Promise<void> {
     let next = this.intervalMs;
     try {
-      await this.sealNow();
+      // a full batch: more are waiting (after a pause of the sealers), go on at once
+      if ((await this.sealNow()) >= SEAL_BATCH) next = 0;
       if (this.failing) this.log({ event: "audit_seal_recovered" });
       this.failing = false;
     } catch (error) {
