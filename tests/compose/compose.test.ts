@@ -11,7 +11,7 @@ import { DCLinter } from "dclint";
 import postgres from "postgres";
 import { startEmbeddedPostgres, type RunningPostgres } from "../../api/src/stack/embedded-postgres";
 import { dbmate } from "../../api/src/stack/migrate";
-import { ApiEnv, EngineEnv, engineConfigFromEnv, loadConfig } from "../../api/src/config";
+import { ApiEnv, EngineEnv, WorkerEnv, engineConfigFromEnv, loadConfig, loadWorkerConfig } from "../../api/src/config";
 import {
   COMPOSE_PATH, ROOT, fileExists, interpolate, loadCompose, parseDockerfile, parseDotenv,
   publishedPorts, readText, resolvedEnv, serviceEnv, variableUses, MissingVariableError, type Env,
@@ -80,8 +80,8 @@ describe("docker-compose.yml: a valid Compose file", () => {
 });
 
 describe("docker-compose.yml: services, images, start order", () => {
-  test("has db, redis, migrate, postgrest, api, mailer and (profile dev) maildev; every long-running one has a healthcheck", () => {
-    expect(Object.keys(services).sort()).toEqual(["api", "db", "maildev", "mailer", "migrate", "postgrest", "redis"]);
+  test("has db, redis, migrate, postgrest, api, worker, mailer and (profile dev) maildev; every long-running one has a healthcheck", () => {
+    expect(Object.keys(services).sort()).toEqual(["api", "db", "maildev", "mailer", "migrate", "postgrest", "redis", "worker"]);
     for (const name of ["db", "redis", "postgrest", "api"]) {
       expect(services[name]!.healthcheck?.test, `${name} healthcheck`).toBeDefined();
     }
@@ -267,6 +267,39 @@ describe("docker-compose.yml: configuration of PostgREST and the API", () => {
     expect(config.dbSchemas).toEqual(["api"]);
     expect(config.dbAnonRole).toBe("anon");
     expect(config.jwtAud).toBe(envExample.PGRST_JWT_AUD!);
+  });
+});
+
+describe("docker-compose.yml: the scan worker", () => {
+  const worker = services.worker!;
+  const resolved = resolvedEnv(worker, envExample);
+
+  test("runs `bun run worker` from the API's image once migrated and Redis is up", () => {
+    expect(worker.build).toBe(".");
+    expect(worker.command).toEqual(["bun", "run", "worker"]);
+    expect(worker.depends_on).toEqual({
+      migrate: { condition: "service_completed_successfully" },
+      redis: { condition: "service_healthy" },
+    });
+    expect(worker.restart).toBe("unless-stopped");
+  });
+
+  test("its config loader accepts the composed environment: the stack's database as scan_worker, its Redis", () => {
+    const config = loadWorkerConfig(resolved);
+    const db = new URL(config.databaseUrl);
+    expect([db.hostname, db.port, db.pathname, decodeURIComponent(db.username)]).toEqual(["db", "5432", `/${envExample.POSTGRES_DB}`, envExample.POSTGRES_USER!]);
+    expect(config.dbRole).toBe("scan_worker");
+    expect(config.redisUrl).toBe("redis://redis:6379");
+    expect(config.handler).toBe("simulated");
+    expect(config.audit.retentionDays).toBeUndefined();
+    // a retention set in .env reaches it
+    expect(loadWorkerConfig(resolvedEnv(worker, { ...envExample, AUDIT_RETENTION_DAYS: "400" })).audit.retentionDays).toBe(400);
+  });
+
+  test("gets every variable of its schema but those that must differ per process or default to its URL", () => {
+    const perProcess = new Set(["DATABASE_URL", "REDIS_URL", "SCAN_WORKER_DATABASE_URL", "SCAN_WORKER_NAME", "AUDIT_PRUNE_DATABASE_URL"]);
+    const env = serviceEnv(worker);
+    expect(Object.keys(WorkerEnv.properties).filter((n) => !perProcess.has(n) && !(n in env))).toEqual([]);
   });
 });
 
