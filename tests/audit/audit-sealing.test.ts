@@ -15,6 +15,9 @@ import { exportAuditTrail } from "../../api/src/cli/audit-export";
 import { sealCommitted } from "../../api/src/cli/audit-seal";
 import { verifyExport } from "../../api/src/cli/audit-file";
 import { AuditSealer } from "../../api/src/gateway/audit-sealer";
+import { loadConfig } from "../../api/src/config";
+import { startApi } from "../../api/src/server";
+import { freePort } from "../../api/src/stack/free-port";
 
 const sql = adminSql(4);
 const dir = mkdtempSync(join(tmpdir(), "audit-sealing-"));
@@ -47,6 +50,8 @@ const chainRows = (tenantId: string) =>
 
 const verify = (admin: { access_token: string }, tenantId: string) =>
   call("/rpc/verify_audit_trail", { token: admin.access_token, body: { tenant_id: tenantId } }).then((r) => r.json);
+/** The same check without the API (whose reads seal first): what the chain holds right now. */
+const verifyNow = (tenantId: string) => sql`select audit.verify_chain(${tenantId}) as r`.then(([row]) => row!.r);
 
 const superuserEdit = (statement: (tx: any) => Promise<unknown>) =>
   sql.begin(async (tx) => {
@@ -63,14 +68,14 @@ describe("sealing after commit", () => {
       // recorded, not linked yet
       expect(row).toMatchObject({ action: "tenant_created", seq: null, prev_hash: null, hash: null });
       expect(row!.content_hash).toBe(row!.canonical_hash);
-      expect(await verify(admin, tenantId)).toEqual({ chain: tenantId, ok: true, checked: 1, first_broken_id: null });
+      expect(await verifyNow(tenantId)).toEqual({ chain: tenantId, ok: true, checked: 1, first_broken_id: null });
       // an edit before sealing is found at its row; put back, the event holds again
       const [before] = await sql`select client from audit.events where id = ${row!.id}`;
       const client = before!.client as string;
       await superuserEdit((tx) => tx`update audit.events set client = '203.0.113.7' where id = ${row!.id}`);
-      expect(await verify(admin, tenantId)).toEqual({ chain: tenantId, ok: false, checked: 0, first_broken_id: Number(row!.id) });
+      expect(await verifyNow(tenantId)).toEqual({ chain: tenantId, ok: false, checked: 0, first_broken_id: Number(row!.id) });
       await superuserEdit((tx) => tx`update audit.events set client = ${client} where id = ${row!.id}`);
-      expect(await verify(admin, tenantId)).toEqual({ chain: tenantId, ok: true, checked: 1, first_broken_id: null });
+      expect(await verifyNow(tenantId)).toEqual({ chain: tenantId, ok: true, checked: 1, first_broken_id: null });
       return { tenantId, id: Number(row!.id) };
     });
 
@@ -153,7 +158,7 @@ describe("sealing after commit", () => {
       expect(unsealed!.hash).toBeNull();
       // a forged seal (a hash that is not the link) is let through by the trigger and found by verify
       expect(await asRole("auth_admin", `update audit.events set seq = 2, prev_hash = '\\x01', hash = '\\x02' where id = ${unsealed!.id}`)).toBe("ok");
-      expect(await verify(admin, tenantId)).toMatchObject({ ok: false, first_broken_id: Number(unsealed!.id) });
+      expect(await verifyNow(tenantId)).toMatchObject({ ok: false, first_broken_id: Number(unsealed!.id) });
     });
 
     // the API's login may seal, and do nothing else in the audit schema; the request roles may not seal
@@ -189,6 +194,44 @@ describe("a backlog", () => {
     const [report] = await sql`select audit.verify_chain(${tenantId}) as r`;
     expect(report!.r).toEqual({ chain: tenantId, ok: true, checked: 5003, first_broken_id: null });
   });
+});
+
+describe("reading the trail through the API", () => {
+  test("seals first for a signed-in caller, waiting for a sealer at work; an anonymous call never makes it seal", async () => {
+    // an instance without a timer: whatever it shows sealed, the read sealed
+    const logs: Record<string, unknown>[] = [];
+    const env = { ...testStack().apiEnv!, PORT: String(await freePort()), AUDIT_SEAL_INTERVAL_MS: "0" };
+    const api = await startApi(loadConfig(env), (line) => void logs.push(JSON.parse(line)));
+    const holder = postgres(testStack().databaseUrl, { max: 1, onnotice: () => {} });
+    try {
+      const admin = await signedInUser();
+      await holder`select pg_advisory_lock(hashtext('audit.seal'))`;
+      const tenantId = await tenantOf(admin);
+      const read = (token?: string) =>
+        call(`/rpc/tenant_audit?tenant_id=${tenantId}`, { base: api.url, ...(token ? { token } : {}) });
+      // anonymous: answered at once (401), the lock still held
+      expect((await read()).status).toBe(401);
+      // signed in: the read waits for the sealer at work, then seals and answers
+      let answered = false;
+      const pending = read(admin.access_token).then((r) => ((answered = true), r));
+      await Bun.sleep(300);
+      expect(answered).toBe(false);
+      await holder`select pg_advisory_unlock(hashtext('audit.seal'))`;
+      const r = await pending;
+      expect(r.status).toBe(200);
+      expect(r.json.events.map((e: any) => [e.action, /^[0-9a-f]{64}$/.test(e.hash)])).toEqual([["tenant_created", true]]);
+
+      // a sealer that does not finish within 2 s: the read goes on, its new event unsealed
+      await holder`select pg_advisory_lock(hashtext('audit.seal'))`;
+      expect((await call("/rpc/upsert_rules", { token: admin.access_token, body: { tenant_id: tenantId, framework: "fw", rules: DEMO_RULES } })).status).toBe(200);
+      const late = await read(admin.access_token);
+      expect(late.json.events.map((e: any) => [e.action, e.hash === null])).toEqual([["rules_upserted", true], ["tenant_created", false]]);
+      expect(logs.filter((l) => l.event === "audit_seal_before_read_failed").map((l) => l.error)).toEqual(["canceling statement due to lock timeout"]);
+    } finally {
+      await holder.end();
+      await api.stop();
+    }
+  }, 20_000);
 });
 
 describe("the API's sealer", () => {

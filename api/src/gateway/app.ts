@@ -115,7 +115,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   const ownSchema = options.upstream.schema ? undefined : new OwnSchemaSnapshots(sql, config.schemas, config.anonRole, log);
   const catalog = new FunctionCatalog(options.upstream.schema ?? ownSchema!);
   const startedUp = Promise.all([ownSchema?.start(), redis && firstConnection(redis)]).then(() => {});
-  const rpc = new RpcHandler({ config, jwt, sessions, upstream, cache, limits, admission, catalog, log });
+  const rpc = new RpcHandler({ config, jwt, sessions, upstream, cache, limits, admission, catalog, sealAuditTrail: () => sealer.sealBeforeRead(), log });
   const oidc = new OidcRoutes({ oidc: config.oidc, perAddress: limits.perAddress, sql, redis, log });
   const context = requestContext({ cors: new Cors(config.corsOrigins), trustProxy: config.trustProxy, logRequests: config.logRequests, log });
 

@@ -8,6 +8,9 @@ import type postgres from "postgres";
  * (database away, migration not applied yet) is logged once per failure streak and retried at
  * a slower pace; nothing is lost meanwhile, the events wait in audit.unsealed.
  */
+/** How long an audit read waits for another sealer (a prune, another API process). */
+const READ_LOCK_WAIT = "2s";
+
 /** What one audit.seal call links at most (the migration's limit). */
 export const SEAL_BATCH = 5000;
 
@@ -31,6 +34,22 @@ export class AuditSealer {
   async sealNow(): Promise<number> {
     const [row] = await this.sql<{ n: string }[]>`select audit_sealing.seal(false) as n`;
     return Number(row?.n ?? 0);
+  }
+
+  /**
+   * Before an audit read: seals what has committed, waiting up to READ_LOCK_WAIT for a sealer
+   * at work elsewhere, so the read shows its caller's recent events with their chain hashes.
+   * A failure is logged and the read goes on (its events are then shown unsealed).
+   */
+  async sealBeforeRead(): Promise<void> {
+    try {
+      await this.sql.begin(async (tx) => {
+        await tx.unsafe(`set local lock_timeout = '${READ_LOCK_WAIT}'`);
+        await tx`select audit_sealing.seal(true)`;
+      });
+    } catch (error) {
+      this.log({ event: "audit_seal_before_read_failed", error: error instanceof Error ? error.message : String(error) });
+    }
   }
 
   async stop(): Promise<void> {

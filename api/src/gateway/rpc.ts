@@ -23,6 +23,8 @@ export interface RpcDeps {
   limits: RateLimits;
   admission: Admission;
   catalog: FunctionCatalog;
+  /** Links committed audit events into their chains before an audit read (AuditSealer.sealBeforeRead). */
+  sealAuditTrail?: () => Promise<void>;
   log: (event: Record<string, unknown>) => void;
 }
 
@@ -32,6 +34,8 @@ const REPLAYED_HEADERS = ["content-type", "content-range", "preference-applied"]
 const ANSWER_HEADERS = ["accept", "prefer", "range", "range-unit"];
 const AUTH_SCHEMA = "api";
 const BCRYPT_FUNCTIONS = new Set(["sign_in", "sign_up", "reset_password", "change_password"]);
+/** The audit trail's reads: a signed-in caller reads its events sealed (with their chain hashes). */
+const AUDIT_READS = new Set(["my_security_events", "tenant_audit", "verify_audit_trail"]);
 /** The auth functions that change state: never callable with GET or HEAD, whatever the catalogue says. */
 const POST_ONLY = new Set([
   "sign_in", "sign_up", "issue_token", "revoke_token", "revoke_all_tokens",
@@ -86,6 +90,8 @@ export class RpcHandler {
 
     const fn = target.rpc;
     if (schema === AUTH_SCHEMA && MFA_FUNCTIONS.has(fn) && !this.deps.config.mfa.enabled) throw gatewayErrors.mfaDisabled();
+    // Only for a verified caller: anonymous requests cannot make the database seal.
+    if (caller && schema === AUTH_SCHEMA && AUDIT_READS.has(fn)) await this.deps.sealAuditTrail?.();
     if (method !== "POST") {
       if (this.postOnly(schema, fn)) throw gatewayErrors.readOfVolatile(method);
       const read = { method, target, query, schema, headers: request.headers, clientAddress, requestId, verified, parse: false } as const;
