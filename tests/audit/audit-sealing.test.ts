@@ -15,6 +15,7 @@ import { exportAuditTrail } from "../../api/src/cli/audit-export";
 import { sealCommitted } from "../../api/src/cli/audit-seal";
 import { verifyExport } from "../../api/src/cli/audit-file";
 import { AuditSealer } from "../../api/src/gateway/audit-sealer";
+import { connectPostgres } from "../../api/src/db/connection";
 import { loadConfig } from "../../api/src/config";
 import { startApi } from "../../api/src/server";
 import { freePort } from "../../api/src/stack/free-port";
@@ -235,6 +236,29 @@ describe("reading the trail through the API", () => {
 });
 
 describe("the API's sealer", () => {
+  test("concurrent audit reads share the sealing: one call runs, the others wait for the next", async () => {
+    const db = connectPostgres(testStack().authenticatorUrl, { max: 4, onnotice: () => {}, connection: { application_name: "sealing-test" } });
+    const failures: Record<string, unknown>[] = [];
+    const holder = postgres(testStack().databaseUrl, { max: 1, onnotice: () => {} });
+    try {
+      const sealer = new AuditSealer(db, 0, (event) => void failures.push(event));
+      await holder`select pg_advisory_lock(hashtext('audit.seal'))`;
+      const reads = Promise.all(Array.from({ length: 20 }, () => sealer.sealBeforeRead()));
+      await Bun.sleep(300);
+      const waiting = async () =>
+        (await sql`select count(*)::int as n from pg_stat_activity where application_name = 'sealing-test' and query like '%audit_sealing.seal%' and state = 'active'`)[0]!.n;
+      // twenty reads, one sealing call at the database (four connections were free)
+      expect(await waiting()).toBe(1);
+      await holder`select pg_advisory_unlock(hashtext('audit.seal'))`;
+      await reads;
+      expect(await waiting()).toBe(0);
+      expect(failures).toEqual([]);
+    } finally {
+      await holder.end();
+      await db.end();
+    }
+  });
+
   test("a failing database is logged once per failure streak, and stop() ends the timer", async () => {
     const lines: Record<string, unknown>[] = [];
     const unreachable = postgres(`postgres://nobody@127.0.0.1:${await closedPort()}/none`, { max: 1, connect_timeout: 1, onnotice: () => {} });

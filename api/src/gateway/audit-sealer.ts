@@ -19,6 +19,8 @@ export class AuditSealer {
   private running: Promise<void> | undefined;
   private failing = false;
   private stopped = false;
+  private readSeal: Promise<void> | undefined;
+  private nextReadSeal: Promise<void> | undefined;
 
   constructor(
     private readonly sql: postgres.Sql,
@@ -39,9 +41,26 @@ export class AuditSealer {
   /**
    * Before an audit read: seals what has committed, waiting up to READ_LOCK_WAIT for a sealer
    * at work elsewhere, so the read shows its caller's recent events with their chain hashes.
-   * A failure is logged and the read goes on (its events are then shown unsealed).
+   * Concurrent reads share the calls: one runs, and reads arriving meanwhile wait for the next
+   * one (the running one may have looked before their events committed), so a flood of reads
+   * costs at most one sealing at a time. A failure is logged and the read goes on (its events
+   * are then shown unsealed).
    */
-  async sealBeforeRead(): Promise<void> {
+  sealBeforeRead(): Promise<void> {
+    if (!this.readSeal) {
+      this.readSeal = this.sealForRead().finally(() => {
+        this.readSeal = undefined;
+      });
+      return this.readSeal;
+    }
+    this.nextReadSeal ??= this.readSeal.then(() => {
+      this.nextReadSeal = undefined;
+      return this.sealBeforeRead();
+    });
+    return this.nextReadSeal;
+  }
+
+  private async sealForRead(): Promise<void> {
     try {
       await this.sql.begin(async (tx) => {
         await tx.unsafe(`set local lock_timeout = '${READ_LOCK_WAIT}'`);
