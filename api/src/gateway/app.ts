@@ -106,7 +106,10 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
       },
     )
     .catch((error: unknown) => log({ event: "revocation_listen_failed", error: error instanceof Error ? error.message : String(error) }));
-  const sealer = new AuditSealer(sql, config.auditSealIntervalMs, log);
+  // Its own connection: a sealing that waits for another sealer's lock never holds up the
+  // health probes, the catalogue or the OIDC routes on the pool above.
+  const sealerSql = connectPostgres(config.databaseUrl, { max: 1, idle_timeout: 60, connect_timeout: 2, onnotice: () => {} });
+  const sealer = new AuditSealer(sealerSql, config.auditSealIntervalMs, log);
   sealer.start();
   const cache: ResponseCache = redis ? new RedisResponseCache(redis) : new MemoryResponseCache();
   const limits = createRateLimits(config.rateLimit, redis);
@@ -169,6 +172,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     async close() {
       ownSchema?.stop();
       await sealer.stop();
+      await sealerSql.end({ timeout: 1 });
       await redis?.close();
       await sql.end({ timeout: 1 });
     },
