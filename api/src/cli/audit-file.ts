@@ -60,19 +60,22 @@ export interface FileReport {
 
 const HEX_HASH = /^[0-9a-f]{64}$/;
 
-/** sha256(bytes(prev_hash) || bytes(content_hash)): the link of an event that has a content hash. */
-export function linkHash(prevHash: string | null, contentHash: string): string {
+/** sha256 of the previous hash's bytes (none for the first event) followed by `bytes`, in hex. */
+function chained(prevHash: string | null, bytes: Buffer): string {
   const h = createHash("sha256");
   if (prevHash) h.update(Buffer.from(prevHash, "hex"));
-  h.update(Buffer.from(contentHash, "hex"));
+  h.update(bytes);
   return h.digest("hex");
 }
 
+/** sha256(bytes(prev_hash) || bytes(content_hash)): the link of an event that has a content hash. */
+export function linkHash(prevHash: string | null, contentHash: string): string {
+  return chained(prevHash, Buffer.from(contentHash, "hex"));
+}
+
+/** sha256(bytes(prev_hash) || utf8(canonical)); with no prev_hash, an event's content hash. */
 export function eventHash(prevHash: string | null, canonical: string): string {
-  const h = createHash("sha256");
-  if (prevHash) h.update(Buffer.from(prevHash, "hex"));
-  h.update(Buffer.from(canonical, "utf8"));
-  return h.digest("hex");
+  return chained(prevHash, Buffer.from(canonical, "utf8"));
 }
 
 /** Parses and checks an export's text; a report, or an Error for text that is not an export at all. */

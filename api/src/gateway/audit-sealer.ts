@@ -1,19 +1,19 @@
 import type postgres from "postgres";
 
-/**
- * Links committed audit events into their hash chains: `audit_sealing.seal(false)` every interval
- * (migrations/20261203000300_audit_sealed_after_commit.sql says why this is not done inside
- * the recording transaction). The database lets one sealer work at a time, so every API
- * process may run one; a call that finds another at work returns at once. A failing call
- * (database away, migration not applied yet) is logged once per failure streak and retried at
- * a slower pace; nothing is lost meanwhile, the events wait in audit.unsealed.
- */
 /** How long an audit read waits for another sealer (a prune, another API process). */
 const READ_LOCK_WAIT = "2s";
 
 /** What one audit.seal call links at most (the migration's limit). */
 export const SEAL_BATCH = 5000;
 
+/**
+ * Links committed audit events into their hash chains: `audit_sealing.seal(false)` every
+ * interval, and before an audit read (sealBeforeRead). Why this is not done inside the recording
+ * transaction: migrations/20261203000300_audit_sealed_after_commit.sql. The database lets one sealer work at a time, so every API
+ * process may run one; a call that finds another at work returns at once. A failing call
+ * (database away, migration not applied yet) is logged once per failure streak and retried at
+ * a slower pace; nothing is lost meanwhile, the events wait in audit.unsealed.
+ */
 export class AuditSealer {
   private timer: ReturnType<typeof setTimeout> | undefined;
   private running: Promise<void> | undefined;
@@ -32,8 +32,8 @@ export class AuditSealer {
     if (this.intervalMs > 0 && !this.stopped) this.schedule(this.intervalMs);
   }
 
-  /** Seals what is committed now; resolves with the number of events linked. */
-  async sealNow(): Promise<number> {
+  /** Seals what is committed now, unless another sealer is at work; the number of events linked. */
+  private async sealNow(): Promise<number> {
     const [row] = await this.sql<{ n: string }[]>`select audit_sealing.seal(false) as n`;
     return Number(row?.n ?? 0);
   }
